@@ -1,0 +1,1 @@
+//! strata.conf parser and typed policy (std only).

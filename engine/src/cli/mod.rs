@@ -1,0 +1,76 @@
+//! The command line: global flags, subcommands, and the one place errors become `FATAL:` lines.
+
+use clap::{Parser, Subcommand};
+use std::process::ExitCode;
+
+use crate::log::{self, Level};
+
+pub mod sif;
+
+/// What a command returns: the exit code to use, or an error printed as one `FATAL:` line.
+pub type CliResult = Result<u8, Box<dyn std::error::Error>>;
+
+/// Exit code for a runtime failure, as Apptainer uses.
+pub const EXIT_FAILURE: u8 = 255;
+
+#[derive(Parser, Debug)]
+#[command(name = "strata", version, about = "Run Singularity/Apptainer SIF images with persistent overlays")]
+pub struct Cli {
+    /// print debugging information (highest verbosity)
+    #[arg(short = 'd', long = "debug", global = true)]
+    pub debug: bool,
+    /// print additional information
+    #[arg(short = 'v', long = "verbose", global = true)]
+    pub verbose: bool,
+    /// suppress normal output
+    #[arg(short = 'q', long = "quiet", global = true)]
+    pub quiet: bool,
+    /// only print errors
+    #[arg(short = 's', long = "silent", global = true)]
+    pub silent: bool,
+    #[command(subcommand)]
+    pub command: Command,
+}
+
+#[derive(Subcommand, Debug)]
+pub enum Command {
+    /// Manipulate Singularity Image Format (SIF) images
+    Sif(sif::SifArgs),
+    /// Show the version
+    Version,
+}
+
+impl Cli {
+    fn level(&self) -> Level {
+        if self.debug {
+            Level::Debug
+        } else if self.verbose {
+            Level::Verbose
+        } else if self.silent {
+            Level::Silent
+        } else if self.quiet {
+            Level::Quiet
+        } else {
+            Level::Info
+        }
+    }
+}
+
+pub fn main() -> ExitCode {
+    let cli = Cli::parse();
+    log::set_level(cli.level());
+    let result = match cli.command {
+        Command::Sif(args) => sif::run(args),
+        Command::Version => {
+            println!("strata version {}", env!("CARGO_PKG_VERSION"));
+            Ok(0)
+        }
+    };
+    match result {
+        Ok(code) => ExitCode::from(code),
+        Err(e) => {
+            crate::fatal_msg!("{e}");
+            ExitCode::from(EXIT_FAILURE)
+        }
+    }
+}

@@ -1,0 +1,5 @@
+//! strata, the unprivileged engine: CLI, SIF format, image and overlay resolution, launching.
+
+pub mod cli;
+pub mod log;
+pub mod sif;

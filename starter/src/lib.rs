@@ -1,0 +1,1 @@
+//! The plan schema (shared with the engine) and the privileged steps.

@@ -1,0 +1,4 @@
+fn main() {
+    eprintln!("FATAL:   strata-starter is not implemented yet");
+    std::process::exit(255);
+}
