@@ -1,1 +1,39 @@
-//! The plan schema (shared with the engine) and the privileged steps.
+//! strata-starter: the setuid trust boundary.
+//!
+//! `plan` is the schema shared with the engine. The other modules are the privileged steps,
+//! in the order `main.rs` runs them: `caller` → `trust` → `plan` → `grant` → `session` →
+//! `assemble` (+ `identity`) → `drop` → `exec`. All raw syscalls live in `sys`.
+
+pub mod assemble;
+pub mod caller;
+pub mod drop;
+pub mod error;
+pub mod exec;
+pub mod grant;
+pub mod identity;
+pub mod plan;
+pub mod session;
+pub mod supervise;
+pub mod sys;
+pub mod trust;
+
+use std::sync::atomic::{AtomicI8, Ordering};
+
+static LOG_LEVEL: AtomicI8 = AtomicI8::new(0);
+
+/// The message level from the plan (-2 silent .. 2 debug); the environment is never read.
+pub fn set_log_level(level: i8) {
+    LOG_LEVEL.store(level, Ordering::Relaxed);
+}
+
+pub fn warn(msg: &str) {
+    if LOG_LEVEL.load(Ordering::Relaxed) >= -1 {
+        eprintln!("WARNING: {msg}");
+    }
+}
+
+pub fn debug(msg: &str) {
+    if LOG_LEVEL.load(Ordering::Relaxed) >= 2 {
+        eprintln!("DEBUG:   [starter] {msg}");
+    }
+}
