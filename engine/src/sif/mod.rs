@@ -29,3 +29,5 @@ pub use write::{next_aligned, now, random_uuid, CreateOptions, Source};
 
 #[cfg(test)]
 mod read_tests;
+#[cfg(test)]
+mod testdata;
