@@ -31,3 +31,5 @@ pub use write::{next_aligned, now, random_uuid, CreateOptions, Source};
 mod read_tests;
 #[cfg(test)]
 mod testdata;
+#[cfg(test)]
+mod write_tests;
