@@ -1,5 +1,6 @@
 //! strata, the unprivileged engine: CLI, SIF format, image and overlay resolution, launching.
 
 pub mod cli;
+pub mod confine;
 pub mod log;
 pub mod sif;
