@@ -1,5 +1,9 @@
 //! strata, the unprivileged engine: CLI, SIF format, image and overlay resolution, launching.
 
 pub mod cli;
+pub mod image;
 pub mod log;
 pub mod sif;
+
+#[cfg(test)]
+pub(crate) mod testutil;
