@@ -12,6 +12,9 @@
 
 pub mod arch;
 pub mod detect;
+mod sif;
+
+pub use sif::{check_partition, PartitionError};
 
 use std::fmt;
 use std::fs::{File, OpenOptions};
@@ -145,13 +148,39 @@ pub enum ImageError {
     Read { path: PathBuf, source: io::Error },
     #[error("no root filesystem found in {0}")]
     NoRootFilesystem(PathBuf),
+    #[error("could not read SIF {path}: {source}")]
+    Sif {
+        path: PathBuf,
+        source: crate::sif::SifError,
+    },
+    #[error("{path}: while checking system partition header (object {id}): {source}")]
+    SystemPartition {
+        path: PathBuf,
+        id: u32,
+        source: PartitionError,
+    },
+    #[error(
+        "{path}: the image's architecture ({image}) could not run on the host's ({host}); \
+         a persistent binfmt_misc emulator (qemu-user-static) would allow it"
+    )]
+    Arch {
+        path: PathBuf,
+        image: String,
+        host: String,
+    },
+    #[error(
+        "no SIF writable overlay partition found in {0}; add one with \
+         'strata overlay create --size <MiB> {0}' or use --writable-tmpfs"
+    )]
+    NoWritableOverlay(PathBuf),
 }
 
 impl Image {
     /// Resolve and open `path` as the user, detect its kind and locate its partitions.
     ///
     /// With `writable`, files are opened `O_RDWR`: a squashfs is refused
-    /// ([`ImageError::SquashfsReadOnly`]), a file the user may not write gives
+    /// ([`ImageError::SquashfsReadOnly`]), a SIF must have an ext3 overlay partition (or an ext3
+    /// root) to write into ([`ImageError::NoWritableOverlay`]), a file the user may not write gives
     /// [`ImageError::NotWritable`]; callers that accept read-only use (Apptainer's
     /// `Overlay image <p> is not writable, proceeding with read-only`) open again without it.
     pub fn open(path: impl AsRef<Path>, writable: bool) -> Result<Image, ImageError> {
@@ -206,13 +235,22 @@ impl Image {
         let mut image = match format {
             None => return Err(ImageError::UnknownFormat(canonical)),
             Some(FileFormat::Sif) => {
-                return Err(ImageError::Open {
+                crate::debug!("sif image format detected: {}", canonical.display());
+                let layout = sif::resolve(&file, &canonical)?;
+                let image = Image {
+                    file,
                     path: canonical,
-                    source: io::Error::new(
-                        io::ErrorKind::Unsupported,
-                        "SIF images are not supported yet",
-                    ),
-                })
+                    kind: ImageKind::Sif,
+                    writable: false,
+                    rootfs: layout.rootfs,
+                    overlays: layout.overlays,
+                    data: layout.data,
+                };
+                let rootfs_ext3 = image.rootfs.is_some_and(|p| p.fstype == FsType::Ext3);
+                if writable && !rootfs_ext3 && image.writable_overlay().is_none() {
+                    return Err(ImageError::NoWritableOverlay(image.path));
+                }
+                image
             }
             Some(FileFormat::Squashfs { offset }) => {
                 crate::debug!("squashfs image format detected: {}", canonical.display());
@@ -414,5 +452,7 @@ fn resolve(arg: &Path) -> Result<PathBuf, ImageError> {
     }
 }
 
+#[cfg(test)]
+mod sif_tests;
 #[cfg(test)]
 mod tests;
