@@ -2,6 +2,7 @@
 
 pub mod cli;
 pub mod image;
+pub mod launch;
 pub mod log;
 pub mod sif;
 
