@@ -2,3 +2,4 @@
 //! for the starter (binds, environment, the action script, passwd/group entries).
 
 pub mod binds;
+pub mod passwd;
