@@ -1,6 +1,7 @@
 //! strata, the unprivileged engine: CLI, SIF format, image and overlay resolution, launching.
 
 pub mod cli;
+pub mod confine;
 pub mod image;
 pub mod launch;
 pub mod log;

@@ -119,7 +119,6 @@ impl Descriptor {
     }
 
     /// Build the descriptor the writer stores for a new object, as the reference fills a slot.
-    #[allow(dead_code)] // the writer uses it
     pub(crate) fn build(
         slot: u64,
         obj: &NewObject,
@@ -163,7 +162,6 @@ impl Descriptor {
 
     /// The slot's bytes as they are to be written: as read, with the `Used` flag normalised the
     /// way the reference's re-encoding does.
-    #[allow(dead_code)] // the writer uses it
     pub(crate) fn to_bytes(&self) -> [u8; RAW_LEN] {
         let mut b = *self.raw;
         b[OFF_USED] = 1;
@@ -171,7 +169,6 @@ impl Descriptor {
     }
 
     /// Set the partition type and the modification time (setprim).
-    #[allow(dead_code)] // the writer uses it
     pub(crate) fn set_parttype(&mut self, pt: PartType, time: i64) {
         self.raw[OFF_PARTTYPE..OFF_PARTTYPE + 4].copy_from_slice(&pt.code().to_le_bytes());
         self.raw[OFF_MODIFIED_AT..OFF_MODIFIED_AT + 8].copy_from_slice(&time.to_le_bytes());

@@ -60,7 +60,6 @@ impl Header {
     }
 
     /// Encode, with the fixed magic and version.
-    #[allow(dead_code)] // the writer uses it
     pub(crate) fn to_bytes(&self) -> [u8; HEADER_LEN as usize] {
         let mut b = [0u8; HEADER_LEN as usize];
         b[0..32].copy_from_slice(&self.launch_script);

@@ -6,11 +6,16 @@
 //! count, offset and size is checked against the file before use, and nothing is allocated in
 //! proportion to a value taken from the file beyond what the file itself holds.
 
+mod copy;
 mod descriptor;
+pub mod display;
 mod error;
 pub mod format;
 mod header;
 mod read;
+mod sha256;
+mod tabwriter;
+mod write;
 
 pub use descriptor::{Descriptor, NewObject, Signature};
 pub use error::SifError;
@@ -20,6 +25,11 @@ pub use format::{
 };
 pub use header::{format_uuid, Header};
 pub use read::{is_sif, ReadAt, Sif};
+pub use write::{next_aligned, now, random_uuid, CreateOptions, Source};
 
 #[cfg(test)]
 mod read_tests;
+#[cfg(test)]
+mod testdata;
+#[cfg(test)]
+mod write_tests;

@@ -14,15 +14,16 @@ use super::header::Header;
 
 /// Positional reads from something of known length: a file, or bytes in memory (tests, fuzzing).
 pub trait ReadAt {
-    /// Read at most `buf.len()` bytes at `offset`; 0 means end of data.
-    fn read_at(&self, buf: &mut [u8], offset: u64) -> io::Result<usize>;
+    /// Read at most `buf.len()` bytes at `offset`; 0 means end of data. (Named apart from
+    /// `FileExt::read_at` so both traits can be in scope.)
+    fn pread(&self, buf: &mut [u8], offset: u64) -> io::Result<usize>;
     /// Total length in bytes.
     fn size(&self) -> io::Result<u64>;
 
     /// Fill `buf` from `offset`, or fail with `UnexpectedEof`.
-    fn read_exact_at(&self, mut buf: &mut [u8], mut offset: u64) -> io::Result<()> {
+    fn pread_exact(&self, mut buf: &mut [u8], mut offset: u64) -> io::Result<()> {
         while !buf.is_empty() {
-            match self.read_at(buf, offset) {
+            match self.pread(buf, offset) {
                 Ok(0) => return Err(io::ErrorKind::UnexpectedEof.into()),
                 Ok(n) => {
                     buf = &mut buf[n..];
@@ -37,7 +38,7 @@ pub trait ReadAt {
 }
 
 impl ReadAt for File {
-    fn read_at(&self, buf: &mut [u8], offset: u64) -> io::Result<usize> {
+    fn pread(&self, buf: &mut [u8], offset: u64) -> io::Result<usize> {
         FileExt::read_at(self, buf, offset)
     }
     fn size(&self) -> io::Result<u64> {
@@ -46,7 +47,7 @@ impl ReadAt for File {
 }
 
 impl ReadAt for [u8] {
-    fn read_at(&self, buf: &mut [u8], offset: u64) -> io::Result<usize> {
+    fn pread(&self, buf: &mut [u8], offset: u64) -> io::Result<usize> {
         let start = usize::try_from(offset)
             .unwrap_or(usize::MAX)
             .min(self.len());
@@ -60,8 +61,8 @@ impl ReadAt for [u8] {
 }
 
 impl ReadAt for Vec<u8> {
-    fn read_at(&self, buf: &mut [u8], offset: u64) -> io::Result<usize> {
-        self.as_slice().read_at(buf, offset)
+    fn pread(&self, buf: &mut [u8], offset: u64) -> io::Result<usize> {
+        self.as_slice().pread(buf, offset)
     }
     fn size(&self) -> io::Result<u64> {
         Ok(self.as_slice().len() as u64)
@@ -75,7 +76,7 @@ pub fn is_sif(first_bytes: &[u8]) -> bool {
 }
 
 /// A loaded image: its header and its used descriptors, in slot order.
-#[derive(Clone, Debug)]
+#[derive(Clone, Debug, PartialEq, Eq)]
 pub struct Sif {
     pub header: Header,
     pub(crate) descriptors: Vec<Descriptor>,
@@ -101,7 +102,7 @@ impl Sif {
             return Err(SifError::TooShort { len });
         }
         let mut hb = [0u8; HEADER_LEN as usize];
-        r.read_exact_at(&mut hb, 0)
+        r.pread_exact(&mut hb, 0)
             .map_err(|e| SifError::io("reading the global header", e))?;
         if !is_sif(&hb) {
             return Err(SifError::BadMagic {
@@ -124,7 +125,7 @@ impl Sif {
             let n = (total - slot).min(TABLE_CHUNK_SLOTS as u64) as usize;
             let buf = &mut chunk[..n * RAW_LEN];
             let at = header.descriptors_offset as u64 + slot * DESCRIPTOR_LEN;
-            r.read_exact_at(buf, at)
+            r.pread_exact(buf, at)
                 .map_err(|e| SifError::io(format!("reading descriptors at offset {at}"), e))?;
             for (i, raw) in buf.chunks_exact(RAW_LEN).enumerate() {
                 if slot_used(raw) {

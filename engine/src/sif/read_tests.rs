@@ -2,18 +2,8 @@
 
 use super::format::*;
 use super::*;
-use std::path::PathBuf;
 
-/// `shared/testdata/sif` beside the workspace, if present.
-pub(crate) fn testdata() -> Option<PathBuf> {
-    let p = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../../shared/testdata");
-    if p.is_dir() {
-        Some(p)
-    } else {
-        eprintln!("skipping: reference test data not found at {}", p.display());
-        None
-    }
-}
+pub(crate) use super::testdata::testdata;
 
 /// A valid image: capacity 4, one 4-byte partition at 8192 (slot 0) and a 2-byte object at 8196.
 pub(crate) fn small_image() -> Vec<u8> {
