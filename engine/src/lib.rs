@@ -2,5 +2,10 @@
 
 pub mod cli;
 pub mod confine;
+pub mod image;
+pub mod launch;
 pub mod log;
 pub mod sif;
+
+#[cfg(test)]
+pub(crate) mod testutil;
