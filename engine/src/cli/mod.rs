@@ -3,8 +3,10 @@
 use clap::{Parser, Subcommand};
 use std::process::ExitCode;
 
+use crate::launch::action::Action;
 use crate::log::{self, Level};
 
+pub mod action;
 pub mod sif;
 
 /// What a command returns: the exit code to use, or an error printed as one `FATAL:` line.
@@ -38,6 +40,14 @@ pub struct Cli {
 
 #[derive(Subcommand, Debug)]
 pub enum Command {
+    /// Run a command within a container
+    Exec(action::ExecArgs),
+    /// Run the user-defined default command within a container
+    Run(action::RunArgs),
+    /// Run a shell within a container
+    Shell(action::ShellArgs),
+    /// Run the user-defined tests within a container
+    Test(action::RunArgs),
     /// Manipulate Singularity Image Format (SIF) images
     Sif(sif::SifArgs),
     /// Show the version
@@ -64,6 +74,10 @@ pub fn main() -> ExitCode {
     let cli = Cli::parse();
     log::set_level(cli.level());
     let result = match cli.command {
+        Command::Exec(a) => action::run(Action::Exec, &a.image, &a.command, &a.flags),
+        Command::Run(a) => action::run(Action::Run, &a.image, &a.args, &a.flags),
+        Command::Shell(a) => action::run(Action::Shell, &a.image, &[], &a.flags),
+        Command::Test(a) => action::run(Action::Test, &a.image, &a.args, &a.flags),
         Command::Sif(args) => sif::run(args),
         Command::Version => {
             println!("strata version {}", env!("CARGO_PKG_VERSION"));

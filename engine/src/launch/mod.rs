@@ -3,5 +3,7 @@
 
 pub mod action;
 pub mod binds;
+pub mod container;
 pub mod env;
 pub mod passwd;
+pub mod starter;

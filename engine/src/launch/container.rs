@@ -1,0 +1,308 @@
+//! Turn an action request (`strata exec|run|shell|test IMAGE ...`) into a plan plus the files
+//! it names, opened as the user, and hand both to the starter.
+
+use std::fs::File;
+use std::os::fd::{AsRawFd, OwnedFd};
+use std::os::unix::fs::OpenOptionsExt;
+use std::path::{Path, PathBuf};
+
+use strata_config::Policy;
+use strata_starter::plan::{self, DevMode, Layer, LayerKind, Mounts, Namespaces, Plan, Process};
+
+use super::action::{Action, ActionScript};
+use super::binds::{self, BindSpec, ContainerPath};
+use super::env::{ContainerEnv, EnvOptions};
+use super::passwd::Identity;
+use super::starter;
+use crate::cli::action::ActionFlags;
+use crate::image::{FsType, Image, ImageKind};
+
+#[derive(Debug, thiserror::Error)]
+pub enum LaunchError {
+    #[error(transparent)]
+    Image(#[from] crate::image::ImageError),
+    #[error(transparent)]
+    Bind(#[from] binds::BindError),
+    #[error(transparent)]
+    Env(#[from] super::env::EnvError),
+    #[error(transparent)]
+    Passwd(#[from] super::passwd::PasswdError),
+    #[error(transparent)]
+    Starter(#[from] starter::StarterError),
+    #[error("{0}")]
+    Policy(#[from] strata_config::ConfigError),
+    #[error("could not open {path} to bind it into the container: {source}")]
+    OpenBind {
+        path: PathBuf,
+        source: std::io::Error,
+    },
+    #[error("cannot find the current directory: {0}")]
+    Cwd(std::io::Error),
+    #[error("{0}")]
+    Other(String),
+}
+
+/// What the user asked for.
+pub struct Request<'a> {
+    pub action: Action,
+    pub image: &'a Path,
+    pub args: &'a [String],
+    pub flags: &'a ActionFlags,
+}
+
+/// Host directories never bound as the working directory (they would hide the image's own).
+const SYSTEM_DIRS: &[&str] = &[
+    "/", "/bin", "/boot", "/dev", "/etc", "/lib", "/lib32", "/lib64", "/opt", "/proc", "/root",
+    "/run", "/sbin", "/srv", "/sys", "/usr", "/var",
+];
+
+/// Files the plan names, kept open (and above the plan fd) until the starter takes them.
+#[derive(Default)]
+struct Files(Vec<OwnedFd>);
+
+impl Files {
+    fn add(&mut self, fd: OwnedFd) -> std::io::Result<i32> {
+        let fd = starter::lift_fd(fd)?;
+        let n = fd.as_raw_fd();
+        self.0.push(fd);
+        Ok(n)
+    }
+}
+
+fn open_bind_source(path: &Path) -> Result<OwnedFd, LaunchError> {
+    File::options()
+        .read(true)
+        .custom_flags(libc::O_NOCTTY | libc::O_NONBLOCK)
+        .open(path)
+        .map(OwnedFd::from)
+        .map_err(|source| LaunchError::OpenBind {
+            path: path.to_path_buf(),
+            source,
+        })
+}
+
+fn policy() -> Result<Policy, LaunchError> {
+    let path = starter::install_prefix()?.join("etc/strata/strata.conf");
+    Ok(Policy::load(&path)?)
+}
+
+/// The rootfs layer of an opened image.
+fn rootfs_layer(image: &Image, fd: i32) -> Result<Layer, LaunchError> {
+    if image.kind == ImageKind::Sandbox {
+        return Ok(Layer {
+            fd,
+            kind: LayerKind::Dir,
+            offset: 0,
+            size: 0,
+            writable: false,
+        });
+    }
+    let part = image.rootfs()?;
+    let kind = match part.fstype {
+        FsType::Squashfs => LayerKind::Squashfs,
+        FsType::Ext3 => LayerKind::Ext3,
+    };
+    Ok(Layer {
+        fd,
+        kind,
+        offset: part.offset,
+        size: part.size,
+        writable: false,
+    })
+}
+
+fn is_within(path: &str, dir: &str) -> bool {
+    strata_config::path_is_within(Path::new(path), Path::new(dir))
+}
+
+/// Build the plan and exec the starter. Returns only on failure.
+pub fn launch(req: Request<'_>) -> Result<std::convert::Infallible, LaunchError> {
+    let flags = req.flags;
+    let policy = policy()?;
+    let contain = flags.contain || flags.containall;
+    let cleanenv = flags.cleanenv || flags.containall;
+    let cwd = std::env::current_dir().map_err(LaunchError::Cwd)?;
+    let mut files = Files::default();
+
+    let image = Image::open(req.image, false)?;
+    let image_fd = image
+        .file
+        .try_clone()
+        .map_err(|e| LaunchError::Other(format!("{}: {e}", image.path.display())))?;
+    let rootfs = rootfs_layer(
+        &image,
+        files
+            .add(image_fd.into())
+            .map_err(|e| LaunchError::Other(e.to_string()))?,
+    )?;
+
+    let identity = Identity::current()?;
+    let user_home = PathBuf::from(&identity.user.home);
+    let home = binds::resolve_home(flags.home.as_deref(), flags.no_home, &user_home, &cwd)?;
+    if home.custom && !policy.user_bind_control {
+        crate::warning!("not mounting user requested home: user bind control is disallowed");
+    }
+    let identity = identity.with_home(home.dest.as_path());
+
+    // Binds, in the order they are mounted: admin paths, tmp, home, cwd, the user's.
+    let mut specs: Vec<BindSpec> = Vec::new();
+    for bp in &policy.bind_paths {
+        let keep = !contain
+            || ["/etc/hosts", "/etc/localtime"].contains(&bp.source.to_str().unwrap_or(""));
+        if keep && bp.source.exists() {
+            if let Ok(dest) = ContainerPath::new(&bp.destination.to_string_lossy()) {
+                specs.push(BindSpec {
+                    source: bp.source.clone(),
+                    dest,
+                    readonly: false,
+                });
+            }
+        }
+    }
+    if policy.config_resolv_conf && Path::new("/etc/resolv.conf").exists() {
+        specs.push(BindSpec {
+            source: "/etc/resolv.conf".into(),
+            dest: ContainerPath::new("/etc/resolv.conf")
+                .map_err(|e| LaunchError::Other(e.to_string()))?,
+            readonly: true,
+        });
+    }
+    let mut mounts = Mounts {
+        proc: true,
+        sys: true,
+        dev: if contain {
+            DevMode::Minimal
+        } else {
+            DevMode::Full
+        },
+        tmp_tmpfs: false,
+        home_tmpfs: None,
+    };
+    if policy.mount_tmp {
+        if contain {
+            mounts.tmp_tmpfs = true;
+        } else {
+            for d in ["/tmp", "/var/tmp"] {
+                if Path::new(d).is_dir() {
+                    let dest =
+                        ContainerPath::new(d).map_err(|e| LaunchError::Other(e.to_string()))?;
+                    specs.push(BindSpec {
+                        source: d.into(),
+                        dest,
+                        readonly: false,
+                    });
+                }
+            }
+        }
+    }
+    let home_allowed = policy.mount_home && (!home.custom || policy.user_bind_control);
+    match (&home.source, contain && !home.custom) {
+        (Some(src), false) if home_allowed => specs.push(BindSpec {
+            source: src.clone(),
+            dest: home.dest.clone(),
+            readonly: false,
+        }),
+        _ if !home.dest.is_root() && policy.mount_home => {
+            mounts.home_tmpfs = Some(home.dest.as_str().to_string())
+        }
+        _ => {}
+    }
+    let cwd_str = cwd.to_string_lossy().into_owned();
+    let covered = |specs: &[BindSpec], p: &str| specs.iter().any(|s| is_within(p, s.dest.as_str()));
+    if !contain
+        && policy.user_bind_control
+        && !SYSTEM_DIRS.iter().any(|d| cwd_str == *d)
+        && !covered(&specs, &cwd_str)
+    {
+        if let Ok(dest) = ContainerPath::new(&cwd_str) {
+            specs.push(BindSpec {
+                source: cwd.clone(),
+                dest,
+                readonly: false,
+            });
+        }
+    }
+    let user_binds = binds::resolve_binds(
+        &flags.bind,
+        &binds::bind_env_values(|k| std::env::var(k).ok()),
+        &cwd,
+    )?;
+    if !user_binds.is_empty() && !policy.user_bind_control {
+        for b in &user_binds {
+            crate::warning!(
+                "Ignoring {} bind mount: user bind control disabled by system administrator",
+                b.source.display()
+            );
+        }
+    } else {
+        specs.extend(user_binds);
+    }
+    let mut plan_binds = Vec::new();
+    for spec in &specs {
+        let fd = files
+            .add(open_bind_source(&spec.source)?)
+            .map_err(|e| LaunchError::Other(e.to_string()))?;
+        plan_binds.push(plan::Bind {
+            fd,
+            dest: spec.dest.as_str().to_string(),
+            readonly: spec.readonly,
+        });
+    }
+
+    // Environment and the action script.
+    let env_opts = EnvOptions {
+        cleanenv,
+        env: flags.env.clone(),
+        env_files: flags.env_file.clone(),
+        home: home.dest.clone(),
+        image: image.path.clone(),
+        action: req.action,
+        instance: None,
+        binds: flags.bind.clone(),
+        shell: None,
+    };
+    let env = ContainerEnv::build(&super::env::host_env(), &env_opts)?;
+    let argv = ActionScript::new(req.action, &env).argv(req.args);
+    let pwd = match &flags.pwd {
+        Some(p) => binds::parse_pwd(p)?.as_str().to_string(),
+        None if contain => home.dest.as_str().to_string(),
+        None => cwd_str.clone(),
+    };
+    let plan = Plan {
+        version: plan::PLAN_VERSION,
+        rootfs,
+        overlays: Vec::new(),
+        writable_tmpfs: false,
+        binds: plan_binds,
+        mounts,
+        namespaces: Namespaces {
+            pid: flags.pid || flags.containall,
+            ipc: flags.ipc || flags.containall,
+            uts: flags.uts,
+        },
+        identity: (policy.config_passwd || policy.config_group).then(|| plan::Identity {
+            passwd: identity.user.line(),
+            group: identity
+                .groups
+                .iter()
+                .map(|g| format!("{}:x:{}:{}", g.name, g.gid, identity.user.name))
+                .collect(),
+        }),
+        process: Process {
+            argv,
+            env: env.envp(),
+            cwd: pwd,
+            umask: current_umask(),
+        },
+        log_level: crate::log::level() as i8,
+    };
+    crate::debug!("plan: {}", String::from_utf8_lossy(&plan.to_json()));
+    drop(image);
+    Ok(starter::exec_starter(&plan, &files.0)?)
+}
+
+fn current_umask() -> u32 {
+    let old = nix::sys::stat::umask(nix::sys::stat::Mode::from_bits_truncate(0o022));
+    nix::sys::stat::umask(old);
+    old.bits()
+}
