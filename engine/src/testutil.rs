@@ -13,20 +13,25 @@ macro_rules! skip {
 }
 pub(crate) use skip;
 
-/// The shared reference data directory: `$STRATA_SHARED_DIR` if set, else
-/// `<workspace root>/../shared`. `None` (with the reason) if it is absent.
+/// The shared reference data directory: `$STRATA_SHARED_DIR` if set, else the first
+/// `<ancestor>/shared` of the crate that holds `testdata` (`<workspace root>/../shared` for the
+/// main checkout; a git worktree sits deeper). `Err` with the reason if it is absent.
 pub(crate) fn shared_dir() -> Result<PathBuf, String> {
-    let dir = match std::env::var_os("STRATA_SHARED_DIR") {
-        Some(d) => PathBuf::from(d),
-        None => Path::new(env!("CARGO_MANIFEST_DIR")).join("../../shared"),
+    let crate_dir = Path::new(env!("CARGO_MANIFEST_DIR"));
+    let found = match std::env::var_os("STRATA_SHARED_DIR") {
+        Some(d) => Some(PathBuf::from(d)),
+        None => crate_dir
+            .ancestors()
+            .skip(1)
+            .map(|a| a.join("shared"))
+            .find(|p| p.join("testdata").is_dir()),
     };
-    if dir.join("testdata").is_dir() {
-        Ok(dir)
-    } else {
-        Err(format!(
-            "reference data not found at {} (set STRATA_SHARED_DIR)",
-            dir.display()
-        ))
+    match found {
+        Some(dir) if dir.join("testdata").is_dir() => Ok(dir),
+        _ => Err(format!(
+            "reference data (shared/testdata) not found beside {} (set STRATA_SHARED_DIR)",
+            crate_dir.display()
+        )),
     }
 }
 

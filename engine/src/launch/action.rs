@@ -130,6 +130,7 @@ impl ActionScript {
         s.push_str(
             PRELUDE
                 .replace("@DEFAULT_PATH_DIRS@", &DEFAULT_PATH.replace(':', " "))
+                .replace("@PROMPT@", &sh_quote(PROMPT))
                 .as_str(),
         );
         s.push_str(match self.action {
@@ -220,7 +221,7 @@ for __strata_n in $__strata_host; do
     eval "if [ -z \"\${$__strata_n+x}\" ] && [ -n \"\${__strata_h_$__strata_n+x}\" ]; then $__strata_n=\$__strata_h_$__strata_n; export $__strata_n; fi"
 done
 case "${PS1:-}" in
-""|"Singularity> "|"Apptainer> ") PS1='Strata> ' ;;
+""|"Singularity> "|"Apptainer> ") PS1=@PROMPT@ ;;
 esac
 export PS1
 if [ -z "${PROMPT_COMMAND:-}" ]; then

@@ -783,4 +783,24 @@ mod tests {
         );
         assert!(parse_pwd("/a/../b").is_err());
     }
+
+    proptest::proptest! {
+        #[test]
+        fn container_paths_are_normal_and_stable(s in "(/|[a-z.]{1,3}){0,12}") {
+            match ContainerPath::new(&s) {
+                Ok(p) => {
+                    let t = p.as_str();
+                    proptest::prop_assert!(t.starts_with('/'));
+                    proptest::prop_assert!(!t.contains("//"));
+                    proptest::prop_assert!(t == "/" || !t.ends_with('/'));
+                    proptest::prop_assert!(p.components().all(|c| c != "." && c != ".."));
+                    proptest::prop_assert_eq!(ContainerPath::new(t).unwrap(), p.clone());
+                    proptest::prop_assert!(p.starts_with(&ContainerPath::root()));
+                }
+                Err(_) => proptest::prop_assert!(
+                    !s.starts_with('/') || s.split('/').any(|c| c == "..")
+                ),
+            }
+        }
+    }
 }

@@ -420,4 +420,49 @@ mod tests {
         assert_eq!(id.groups[0].gid, id.user.gid);
         assert!(field_ok(&id.user.line().replace(':', "")));
     }
+
+    proptest::proptest! {
+        #[test]
+        fn merging_leaves_exactly_one_line_for_the_user(
+            lines in proptest::collection::vec(("[a-z]{1,6}", 0u32..5, "[a-z ]{0,5}"), 0..12),
+            name in "[a-z]{1,6}",
+            uid in 0u32..5,
+        ) {
+            let passwd: String = lines
+                .iter()
+                .map(|(n, u, g)| format!("{n}:x:{u}:{u}:{g}:/home/{n}:/bin/sh\n"))
+                .collect();
+            let entry = PasswdEntry {
+                name: name.clone(),
+                uid,
+                gid: uid,
+                gecos: String::new(),
+                home: "/h".into(),
+                shell: "/bin/sh".into(),
+            };
+            let out = merge_passwd(&passwd, &entry);
+            let uid_s = uid.to_string();
+            let mine: Vec<&str> = out
+                .lines()
+                .filter(|l| {
+                    let f: Vec<&str> = l.split(':').collect();
+                    f[0] == name || f[2] == uid_s
+                })
+                .collect();
+            let line = entry.line();
+            proptest::prop_assert_eq!(mine, vec![line.as_str()]);
+            // Idempotent.
+            proptest::prop_assert_eq!(merge_passwd(&out, &entry), out.clone());
+            // The other lines are kept, in order.
+            let others: Vec<&str> = passwd
+                .lines()
+                .filter(|l| {
+                    let f: Vec<&str> = l.split(':').collect();
+                    f[0] != name && f[2] != uid_s
+                })
+                .collect();
+            let kept: Vec<&str> = out.lines().filter(|l| *l != line).collect();
+            proptest::prop_assert_eq!(kept, others);
+        }
+    }
 }
