@@ -11,7 +11,7 @@ use strata_starter::grant::grant;
 use strata_starter::plan::{Plan, PLAN_FD};
 use strata_starter::session::{unshare_namespaces, Session};
 use strata_starter::trust::Install;
-use strata_starter::{assemble, drop, exec::exec, supervise, sys};
+use strata_starter::{assemble, drop, exec::exec, lock, supervise, sys};
 
 /// Close every fd above 2 that the plan does not name (the plan fd is already closed).
 fn close_unnamed_fds(plan: &Plan) -> Result<()> {
@@ -50,6 +50,7 @@ fn run() -> Result<i32> {
     strata_starter::set_log_level(plan.log_level);
     close_unnamed_fds(&plan)?;
     let mut grant = grant(&install.policy, &caller, &plan)?; // every request checked
+    lock::lock_layers(&grant)?; // one writer per ext3 image, held by the loop device's file
     let binds = assemble::clone_binds(&grant)?; // detached copies, made in the caller's namespace
     let mask = supervise::block();
     unshare_namespaces(&grant)?;
