@@ -8,7 +8,7 @@ STARTER_BIN := target/$(HOST)/release/strata-starter
 # What the project needs from Debian: image tools, mount tools, user tools, static libc.
 DEB_PACKAGES := squashfs-tools e2fsprogs util-linux mount passwd libc6-dev make
 # What the benchmarks compare against.
-BENCH_PACKAGES := bubblewrap hyperfine
+BENCH_PACKAGES := bubblewrap hyperfine charliecloud-runtime squashfuse
 
 .PHONY: all deps bench-deps build install install-files test lint demo bench clean
 

@@ -79,6 +79,55 @@ fn attach_loop(
     )
 }
 
+/// A read-only loop device already bound to the same file, offset and size, so that the
+/// kernel reuses its squashfs superblock (and the decompressed page cache) instead of building
+/// a new one. The open fd pins the device (autoclear waits for the last opener), and the
+/// binding is verified on that fd, so the device cannot change between check and mount.
+fn find_shared_loop(
+    backing: BorrowedFd<'_>,
+    layer: &GrantedLayer,
+    max: u32,
+) -> Option<(u32, OwnedFd)> {
+    let st = fstat(backing.as_raw_fd()).ok()?;
+    let read = |p: String| {
+        std::fs::read_to_string(p)
+            .ok()
+            .map(|s| s.trim().to_string())
+    };
+    for entry in std::fs::read_dir("/sys/block").ok()?.flatten() {
+        let name = entry.file_name().to_string_lossy().into_owned();
+        let Some(n) = name
+            .strip_prefix("loop")
+            .and_then(|n| n.parse::<u32>().ok())
+        else {
+            continue;
+        };
+        if n >= max
+            || read(format!("/sys/block/{name}/loop/offset")) != Some(layer.offset.to_string())
+            || read(format!("/sys/block/{name}/loop/sizelimit")) != Some(layer.size.to_string())
+            || read(format!("/sys/block/{name}/ro")).as_deref() != Some("1")
+        {
+            continue;
+        }
+        let Ok(dev) = sys::open_path(Path::new(&format!("/dev/{name}")), libc::O_RDONLY) else {
+            continue;
+        };
+        match sys::loop_status(&dev) {
+            Ok((d, i, off, size, flags))
+                if d == st.st_dev
+                    && i == st.st_ino
+                    && off == layer.offset
+                    && size == layer.size
+                    && flags & sys::LO_FLAGS_READ_ONLY != 0 =>
+            {
+                return Some((n, dev))
+            }
+            _ => continue,
+        }
+    }
+    None
+}
+
 /// Mount one image layer at `target`.
 fn mount_image(
     control: &OwnedFd,
@@ -86,7 +135,16 @@ fn mount_image(
     layer: &GrantedLayer,
     target: &Path,
 ) -> Result<()> {
-    let (n, _dev) = attach_loop(control, grant.fd(layer.fd), layer, grant.max_loop_devices)?;
+    let shared =
+        if grant.shared_loop_devices && layer.kind == LayerKind::Squashfs && !layer.writable {
+            find_shared_loop(grant.fd(layer.fd), layer, grant.max_loop_devices)
+        } else {
+            None
+        };
+    let (n, _dev) = match shared {
+        Some(found) => found,
+        None => attach_loop(control, grant.fd(layer.fd), layer, grant.max_loop_devices)?,
+    };
     let mut flags = MsFlags::MS_NOSUID | MsFlags::MS_NODEV;
     if !layer.writable {
         flags |= MsFlags::MS_RDONLY;

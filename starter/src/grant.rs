@@ -63,6 +63,8 @@ pub struct Grant {
     pub session_size_mib: Option<u64>,
     /// Loop devices numbered at or above this are not used.
     pub max_loop_devices: u32,
+    /// Reuse a read-only loop device already bound to the same image range.
+    pub shared_loop_devices: bool,
     /// The fds adopted from the caller, by number.
     owned: BTreeMap<RawFd, OwnedFd>,
 }
@@ -525,6 +527,7 @@ pub fn grant(policy: &Policy, caller: &Caller, plan: &Plan) -> Result<Grant> {
             Some(policy.sessiondir_max_size_mib)
         },
         max_loop_devices: policy.max_loop_devices,
+        shared_loop_devices: policy.shared_loop_devices,
         owned: c.owned,
     })
 }
