@@ -189,12 +189,17 @@ fn check_limits(p: &Policy, info: &FdInfo) -> Result<()> {
     Ok(())
 }
 
+/// (st_dev, st_ino) of a file.
+type FileId = (u64, u64);
+/// (start, end, writable) of a granted layer.
+type Range = (u64, u64, bool);
+
 struct Checker<'a> {
     policy: &'a Policy,
     caller: &'a Caller,
     owned: BTreeMap<RawFd, OwnedFd>,
-    /// Byte ranges already granted per fd, to refuse overlapping layers of one file.
-    ranges: BTreeMap<RawFd, Vec<(u64, u64)>>,
+    /// Byte ranges granted per file (device, inode), to refuse a range both written and mounted.
+    ranges: BTreeMap<FileId, Vec<Range>>,
     loops: u32,
 }
 
@@ -222,7 +227,7 @@ impl Checker<'_> {
         let fd = self.adopt(l.fd, role)?;
         let info = inspect(fd, role)?;
         let shown = info.path.display().to_string();
-        if l.writable && !info.writable() {
+        if l.writable && l.kind != LayerKind::Dir && !info.writable() {
             bail!("could not use {shown} for writing, you don't have write permissions");
         }
         if setuid && fstatfs(fd).map(|s| s.filesystem_type().0) == Ok(FUSE_SUPER_MAGIC) {
@@ -302,14 +307,17 @@ impl Checker<'_> {
                         bail!("configuration disallows users from mounting extfs in setuid mode (allow setuid-mount extfs)");
                     }
                 }
-                let ranges = self.ranges.entry(l.fd).or_default();
-                if ranges
-                    .iter()
-                    .any(|&(s, e)| l.offset < e && s < l.offset + l.size)
-                {
-                    bail!("{shown} ({role}): overlaps another layer of the same file");
+                let ranges = self
+                    .ranges
+                    .entry((info.st.st_dev, info.st.st_ino))
+                    .or_default();
+                let overlaps = |&(s, e, w): &(u64, u64, bool)| {
+                    l.offset < e && s < l.offset + l.size && (w || l.writable)
+                };
+                if ranges.iter().any(overlaps) {
+                    bail!("{shown} ({role}): overlaps another layer of the same file that is used for writing");
                 }
-                ranges.push((l.offset, l.offset + l.size));
+                ranges.push((l.offset, l.offset + l.size, l.writable));
                 self.loops += 1;
                 GrantedLayer {
                     fd: l.fd,

@@ -54,7 +54,7 @@ fn run() -> Result<i32> {
     let mut grant = grant(&install.policy, &caller, &plan)?; // every request checked
     strata_starter::debug("granted");
     lock::lock_layers(&grant)?; // one writer per ext3 image, held by the loop device's file
-    let binds = assemble::clone_binds(&grant)?; // detached copies, made in the caller's namespace
+    let detached = assemble::detach_caller_trees(&grant)?; // clones made in the caller's namespace
     let mask = supervise::block();
     unshare_namespaces(&grant)?;
     if grant.namespaces.pid {
@@ -71,7 +71,7 @@ fn run() -> Result<i32> {
     }
     strata_starter::debug("namespaces entered");
     let session = Session::mount(&install.session_dir, grant.session_size_mib)?;
-    let root = session.assemble(&grant, &caller, binds)?; // loops, mounts, overlay, binds
+    let root = session.assemble(&grant, &caller, detached)?; // loops, mounts, overlay, binds
     strata_starter::debug("assembled");
     root.pivot()?;
     grant.close_fds();
