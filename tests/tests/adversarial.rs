@@ -3,6 +3,8 @@
 //! `starter-raw` helper, which does exactly what any user can do), and checks the refusal or
 //! that the result is harmless. SECURITY.md names these tests.
 
+#![allow(clippy::useless_vec)] // argv! builds a Vec; most calls borrow it once
+
 use std::fs;
 use std::os::unix::fs::{MetadataExt, PermissionsExt};
 use std::path::{Path, PathBuf};
