@@ -239,7 +239,10 @@ impl Ctx<'_> {
             .rand_bytes(6)
             .tempfile_in(&dir)
             .or_else(|_| tempfile::Builder::new().prefix("strata-resize-").tempfile())
-            .map_err(|source| OverlayError::Temp { dir, source })?;
+            .map_err(|source| OverlayError::Temp {
+                dir,
+                source: crate::build::plain(source),
+            })?;
         let work = tmp.as_file();
         ext3::copy_sparse(self.file, self.offset, old, work, 0, false)
             .and_then(|()| work.set_len(old.max(new)))
