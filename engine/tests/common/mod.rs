@@ -6,6 +6,7 @@ use std::process::{Command, Output};
 
 #[path = "../../src/sif/testdata.rs"]
 mod testdata_path;
+#[allow(unused_imports)]
 pub use testdata_path::testdata;
 
 /// Run the built `strata` with these arguments.
