@@ -6,7 +6,7 @@ ENGINE_BIN  := target/release/strata
 STARTER_BIN := target/$(HOST)/release/strata-starter
 
 # What the project needs from Debian: image tools, mount tools, user tools, static libc.
-DEB_PACKAGES := squashfs-tools e2fsprogs util-linux mount passwd libc6-dev make
+DEB_PACKAGES := squashfs-tools e2fsprogs util-linux mount passwd libc6-dev make busybox-static
 # What the benchmarks compare against.
 BENCH_PACKAGES := bubblewrap hyperfine
 
