@@ -7,10 +7,11 @@
 //! commands that will not exec the setuid starter afterwards.
 
 use std::path::Path;
+use std::process::Command;
 
 use landlock::{
-    Access, AccessFs, PathBeneath, PathFd, Ruleset, RulesetAttr, RulesetCreatedAttr, RulesetStatus,
-    ABI,
+    Access, AccessFs, PathBeneath, PathFd, Ruleset, RulesetAttr, RulesetCreated,
+    RulesetCreatedAttr, RulesetStatus, ABI,
 };
 
 /// How much of the confinement the kernel enforces.
@@ -48,13 +49,28 @@ fn try_restrict(
     read: &[&Path],
     write: &[&Path],
 ) -> Result<RulesetStatus, Box<dyn std::error::Error>> {
-    let all = AccessFs::from_all(ABI_WANTED);
     let file = AccessFs::from_file(ABI_WANTED);
     let read_access = file & AccessFs::ReadFile;
     let write_access = file & (AccessFs::ReadFile | AccessFs::WriteFile | AccessFs::Truncate);
+    let ruleset = ruleset(&[(read, read_access), (write, write_access)])?;
+    Ok(ruleset.restrict_self()?.ruleset)
+}
+
+/// A ruleset handling every file-system access, granting each group of paths its access
+/// (beneath them, for directories).
+fn ruleset(
+    grants: &[(&[&Path], landlock::BitFlags<AccessFs>)],
+) -> Result<RulesetCreated, Box<dyn std::error::Error>> {
+    let all = AccessFs::from_all(ABI_WANTED);
     let mut ruleset = Ruleset::default().handle_access(all)?.create()?;
-    for (paths, access) in [(read, read_access), (write, write_access)] {
-        for p in paths {
+    for (paths, access) in grants {
+        for p in paths.iter() {
+            // Directory-only rights make no sense on a file: keep its file rights.
+            let access = if p.is_dir() {
+                *access
+            } else {
+                *access & AccessFs::from_file(ABI_WANTED)
+            };
             match PathFd::new(p) {
                 Ok(fd) => ruleset = ruleset.add_rule(PathBeneath::new(fd, access))?,
                 // A path that cannot be opened gets no rule: access to it stays denied.
@@ -62,7 +78,77 @@ fn try_restrict(
             }
         }
     }
-    Ok(ruleset.restrict_self()?.ruleset)
+    Ok(ruleset)
+}
+
+/// Run `f` on a thread of its own confined to reading `read` and writing `write` (as
+/// [`restrict_to`]), so that this process stays free to run helper tools afterwards. For
+/// parsing untrusted bytes (a SIF's descriptors) in a command that then runs e2fsck or
+/// unsquashfs.
+pub fn confined<T: Send>(read: &[&Path], write: &[&Path], f: impl FnOnce() -> T + Send) -> T {
+    std::thread::scope(|s| {
+        s.spawn(|| {
+            restrict_to(read, write);
+            f()
+        })
+        .join()
+        .unwrap_or_else(|p| std::panic::resume_unwind(p))
+    })
+}
+
+/// What a helper program needs to start: its binary and shared libraries, the loader cache,
+/// the CPU count. Read and execute only.
+const SYSTEM_READ: [&str; 9] = [
+    "/usr",
+    "/lib",
+    "/lib64",
+    "/lib32",
+    "/bin",
+    "/sbin",
+    "/etc/ld.so.cache",
+    "/etc/ld.so.preload",
+    "/sys/devices/system/cpu",
+];
+
+/// Confine the program `cmd` will run (not this process) with Landlock, applied between fork
+/// and exec: it may read and execute the system directories it needs to start
+/// ([`SYSTEM_READ`]), read `read`, and do anything beneath the directories `write`. For C tools
+/// that parse untrusted images (unsquashfs on a downloaded SIF). Best effort, as
+/// [`restrict_to`]: on a kernel without Landlock the program runs unconfined.
+pub fn confine_command(cmd: &mut Command, read: &[&Path], write: &[&Path]) {
+    use std::os::unix::process::CommandExt;
+    let system: Vec<&Path> = SYSTEM_READ.iter().map(Path::new).collect();
+    let built = ruleset(&[
+        (&system, AccessFs::from_read(ABI_WANTED)),
+        (read, AccessFs::from_read(ABI_WANTED)),
+        (write, AccessFs::from_all(ABI_WANTED)),
+    ]);
+    let ruleset = match built {
+        Ok(r) => r,
+        Err(e) => {
+            crate::debug!(
+                "landlock: {} not confined: {e}",
+                cmd.get_program().to_string_lossy()
+            );
+            return;
+        }
+    };
+    let mut ruleset = Some(ruleset);
+    // SAFETY: between fork and exec the closure only makes the prctl and landlock syscalls of
+    // `restrict_self` on a ruleset built beforehand; it allocates only on its error path, and
+    // strata runs no other thread at this point that could hold the allocator's lock.
+    unsafe {
+        cmd.pre_exec(move || {
+            if let Some(r) = ruleset.take() {
+                r.restrict_self().map_err(std::io::Error::other)?;
+            }
+            Ok(())
+        });
+    }
+    crate::debug!(
+        "landlock: {} confined (read {read:?}, write {write:?})",
+        cmd.get_program().to_string_lossy()
+    );
 }
 
 #[cfg(test)]

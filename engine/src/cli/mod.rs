@@ -7,6 +7,8 @@ use crate::launch::action::Action;
 use crate::log::{self, Level};
 
 pub mod action;
+pub mod build;
+pub mod overlay;
 pub mod sif;
 
 /// What a command returns: the exit code to use, or an error printed as one `FATAL:` line.
@@ -31,8 +33,9 @@ pub struct Cli {
     /// suppress normal output
     #[arg(short = 'q', long = "quiet", global = true)]
     pub quiet: bool,
-    /// only print errors
-    #[arg(short = 's', long = "silent", global = true)]
+    /// only print errors (before the command, as in Apptainer: `-s` after it is `--size` or
+    /// `--sandbox`)
+    #[arg(short = 's', long = "silent")]
     pub silent: bool,
     #[command(subcommand)]
     pub command: Command,
@@ -48,6 +51,10 @@ pub enum Command {
     Shell(action::ShellArgs),
     /// Run the user-defined tests within a container
     Test(action::RunArgs),
+    /// Build a SIF image from a sandbox directory, or a sandbox from an image
+    Build(build::BuildArgs),
+    /// Create and resize persistent overlay images
+    Overlay(overlay::OverlayArgs),
     /// Manipulate Singularity Image Format (SIF) images
     Sif(sif::SifArgs),
     /// Show the version
@@ -86,6 +93,8 @@ pub fn main() -> ExitCode {
         Command::Run(a) => action::run(Action::Run, &a.image, &a.args, &a.flags),
         Command::Shell(a) => action::run(Action::Shell, &a.image, &[], &a.flags),
         Command::Test(a) => action::run(Action::Test, &a.image, &a.args, &a.flags),
+        Command::Build(args) => build::run(args),
+        Command::Overlay(args) => overlay::run(args),
         Command::Sif(args) => sif::run(args),
         Command::Version => {
             println!("strata version {}", env!("CARGO_PKG_VERSION"));

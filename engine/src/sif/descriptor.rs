@@ -176,6 +176,21 @@ impl Descriptor {
         self.modified_at = time;
     }
 
+    /// Set the data size (and with it the size with padding) and the modification time.
+    pub(crate) fn set_size(&mut self, size: u64, time: i64) {
+        let padding = self.size_with_padding - self.size as i64;
+        self.size_with_padding = padding + size as i64;
+        self.size = size;
+        self.modified_at = time;
+        for (at, v) in [
+            (25, size as i64),
+            (33, self.size_with_padding),
+            (OFF_MODIFIED_AT, time),
+        ] {
+            self.raw[at..at + 8].copy_from_slice(&v.to_le_bytes());
+        }
+    }
+
     /// Partition metadata, for partition objects.
     pub fn partition(&self) -> Option<Partition> {
         (self.data_type == DataType::Partition).then(|| Partition::from_extra(&self.extra))

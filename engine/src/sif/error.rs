@@ -63,6 +63,8 @@ pub enum SifError {
     TooLarge { offset: u64, size: u64 },
     #[error("the object file changed size while it was copied: expected {expected} bytes, copied {copied}")]
     SizeChanged { expected: u64, copied: u64 },
+    #[error("object {id} cannot grow: object {next} follows it in the image; only the last object can grow")]
+    NotLastObject { id: u32, next: u32 },
     #[error("object {id}: hash algorithm unsupported (hash type {value})")]
     HashUnsupported { id: u32, value: i32 },
     #[error("object {id}: invalid OCI digest {found:?}")]

@@ -386,6 +386,85 @@ impl Sif {
         }
     }
 
+    /// Where [`Sif::add_object`] would place the data of `obj` now: after the in-use object that
+    /// ends last, aligned. Lets a caller preallocate that range before adding.
+    pub fn next_offset(&self, obj: &NewObject) -> Result<u64, SifError> {
+        let alignment = obj.alignment.unwrap_or(if obj.partition_meta().is_some() {
+            PARTITION_ALIGNMENT
+        } else {
+            0
+        });
+        next_aligned(self.data_end(), alignment)
+    }
+
+    /// Change the size of object `id` in place (strata's own operation, for `overlay resize`):
+    /// its data keeps its offset; the size, size with padding and modification times change,
+    /// and `DataSize` follows when the object is the last one. Only the last object (none
+    /// starts at or after it) may grow; its growth is zero-filled (a hole) when it extends the
+    /// file. Shrinking the last object truncates the file after it; shrinking another leaves a
+    /// gap, as a deletion does.
+    pub fn resize_object(
+        &mut self,
+        file: &File,
+        id: u32,
+        new_size: u64,
+        time: Option<i64>,
+    ) -> Result<(), SifError> {
+        self.check_unchanged(file)?;
+        let i = self
+            .descriptors
+            .iter()
+            .position(|d| d.id == id)
+            .ok_or(SifError::ObjectNotFound(id))?;
+        let old = &self.descriptors[i];
+        let after = self
+            .descriptors
+            .iter()
+            .filter(|d| d.id != id && d.end() > old.offset)
+            .min_by_key(|d| d.offset);
+        let last = after.is_none();
+        if new_size > old.size {
+            if let Some(next) = after {
+                return Err(SifError::NotLastObject { id, next: next.id });
+            }
+        }
+        self.check_fits(old.offset, new_size)?;
+        let t = self.change_time(time);
+        let mut d = old.clone();
+        d.set_size(new_size, t);
+        let mut header = self.header.clone();
+        header.modified_at = t;
+        let new_end = d.offset + new_size;
+        if last {
+            header.data_size = new_end as i64 - header.data_offset;
+        }
+        let mut undo = Undo::new(file, self.file_len);
+        let grow_file = last && new_end > self.file_len;
+        let result = (|| {
+            if grow_file {
+                file.set_len(new_end)?;
+            }
+            undo.write(self.slot_offset(d.slot), &d.to_bytes())?;
+            undo.write(0, &header.to_bytes())?;
+            if last && new_end < self.file_len {
+                file.set_len(new_end)?;
+            }
+            file.metadata().map(|m| m.len())
+        })();
+        match result {
+            Ok(len) => {
+                self.file_len = len;
+                self.header = header;
+                self.descriptors[i] = d;
+                Ok(())
+            }
+            Err(e) => {
+                undo.roll_back();
+                Err(write_err("the resized object")(e))
+            }
+        }
+    }
+
     fn check_fits(&self, offset: u64, size: u64) -> Result<(), SifError> {
         match offset.checked_add(size) {
             Some(end) if end <= i64::MAX as u64 => Ok(()),
