@@ -37,12 +37,7 @@ echo 'root:x:0:' > "$root/etc/group"
 printf '#!/bin/sh\necho "Hello from the strata demo container ($(uname -s), busybox $(busybox | head -1 | cut -d" " -f2))"\n' > "$root/.singularity.d/runscript"
 chmod 755 "$root/.singularity.d/runscript"
 echo 'export DEMO=strata' > "$root/.singularity.d/env/90-environment.sh"
-"$work/prefix/bin/strata" build "$work/demo.sif" "$root" 2>/dev/null || {
-    # Before 'strata build' existed: mksquashfs plus the SIF tools.
-    mksquashfs "$root" "$work/root.sqfs" -noappend -all-root -quiet -no-progress
-    "$work/prefix/bin/strata" sif new "$work/demo.sif"
-    "$work/prefix/bin/strata" sif add --datatype 4 --partfs 1 --parttype 2 --partarch 2 --groupid 1 "$work/demo.sif" "$work/root.sqfs"
-}
+"$work/prefix/bin/strata" build "$work/demo.sif" "$root"
 chmod 644 "$work/demo.sif"
 "$work/prefix/bin/strata" sif list "$work/demo.sif"
 
@@ -68,6 +63,12 @@ su "$user" -s /bin/sh -c "cd ~ && exec $work/prefix/bin/strata exec --overlay ov
 sleep 1
 as_user "strata exec --overlay overlay.img:ro $work/demo.sif cat /hello"
 wait
+
+step "strata overlay create: a preallocated ext3 overlay owned by the user, in milliseconds"
+as_user "time strata overlay create --size 256 mine.img && ls -ls mine.img"
+as_user "strata exec --overlay mine.img $work/demo.sif sh -c 'mkdir -p /opt/tool && echo v1 > /opt/tool/version'"
+as_user "strata overlay resize --size 512 mine.img"
+as_user "strata exec --overlay mine.img $work/demo.sif sh -c 'cat /opt/tool/version; df -h / | tail -1'"
 
 step "--writable-tmpfs: changes live in RAM and vanish"
 as_user "strata exec --writable-tmpfs $work/demo.sif sh -c 'echo scratch > /scratch && cat /scratch'"
