@@ -5,10 +5,11 @@ HOST   := $(shell rustc -vV 2>/dev/null | sed -n 's/^host: //p')
 ENGINE_BIN  := target/release/strata
 STARTER_BIN := target/$(HOST)/release/strata-starter
 
-# What the project needs from Debian: image tools, mount tools, user tools, static libc.
+# What the project needs from Debian: image tools, mount tools, user tools, static libc,
+# and a static busybox for the images the end-to-end tests build.
 DEB_PACKAGES := squashfs-tools e2fsprogs util-linux mount passwd libc6-dev make busybox-static
 # What the benchmarks compare against.
-BENCH_PACKAGES := bubblewrap hyperfine
+BENCH_PACKAGES := bubblewrap hyperfine charliecloud-runtime squashfuse fuse2fs fuse-overlayfs
 
 .PHONY: all deps bench-deps build install install-files test lint demo bench clean
 

@@ -39,6 +39,10 @@ pub use ids::{resolve_gid, resolve_uid, LookupError, GROUP_FILE, MAX_ID_FILE_SIZ
 pub use parse::{directives, ConfigError, ErrorKind, MAX_FILE_SIZE, MAX_LINES};
 pub use paths::path_is_within;
 
+/// Where `strata.conf` lives relative to the install prefix (`<prefix>/etc/strata/strata.conf`),
+/// as the Makefile installs it and the starter finds it from its own location.
+pub const CONFIG_PATH_IN_PREFIX: &str = "etc/strata/strata.conf";
+
 /// The site policy: every directive of `strata.conf`, typed.
 ///
 /// Field comments give the directive name and its default ([`Policy::defaults`]).

@@ -158,14 +158,38 @@ fn every_boolean_directive_takes_yes_and_no() {
     for (name, get) in BOOLEANS {
         assert!(get(&ok(&format!("{name} = yes"))), "{name} = yes");
         assert!(!get(&ok(&format!("{name} = no"))), "{name} = no");
-        // Only that field changes.
-        let mut flipped = Policy::defaults();
-        let value = if get(&flipped) { "no" } else { "yes" };
-        let parsed = ok(&format!("{name} = {value}"));
-        assert_ne!(parsed, flipped, "{name}");
-        flipped = parsed.clone();
-        assert_eq!(get(&flipped), value == "yes");
+        // Flipping the default changes that field and nothing else.
+        let default = get(&Policy::defaults());
+        let flipped = ok(&format!("{name} = {}", if default { "no" } else { "yes" }));
+        assert_ne!(get(&flipped), default, "{name}");
+        let others_unchanged = BOOLEANS
+            .iter()
+            .filter(|(other, _)| other != name)
+            .all(|(_, g)| g(&flipped) == g(&Policy::defaults()));
+        assert!(others_unchanged, "{name} changed another field");
     }
+}
+
+#[test]
+fn these_tests_cover_every_directive() {
+    const OTHERS: &[&str] = &[
+        "max loop devices",
+        "sessiondir max size",
+        "mount dev",
+        "enable overlay",
+        "allow setuid-mount squashfs",
+        "root default capabilities",
+        "memory fs type",
+        "bind path",
+        "limit container owners",
+        "limit container groups",
+        "limit container paths",
+    ];
+    for name in directives() {
+        let covered = BOOLEANS.iter().any(|(b, _)| *b == name) || OTHERS.contains(&name);
+        assert!(covered, "no test for {name:?}");
+    }
+    assert_eq!(directives().count(), BOOLEANS.len() + OTHERS.len());
 }
 
 #[test]

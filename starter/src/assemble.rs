@@ -10,7 +10,7 @@ use crate::{bail, err, identity, sys};
 use libc::{MOUNT_ATTR_NODEV as NODEV, MOUNT_ATTR_NOEXEC as NOEXEC, MOUNT_ATTR_NOSUID as NOSUID};
 use nix::errno::Errno;
 use nix::mount::{mount, MsFlags};
-use nix::sys::stat::{fstat, SFlag};
+use nix::sys::stat::{fstat, FileStat, SFlag};
 use std::os::fd::{AsRawFd, BorrowedFd, OwnedFd};
 use std::path::{Path, PathBuf};
 
@@ -79,6 +79,55 @@ fn attach_loop(
     )
 }
 
+/// A read-only loop device already bound to the same file, offset and size, so that the
+/// kernel reuses its squashfs superblock (and the decompressed page cache) instead of building
+/// a new one. The open fd pins the device (autoclear waits for the last opener), and the
+/// binding is verified on that fd, so the device cannot change between check and mount.
+fn find_shared_loop(
+    backing: BorrowedFd<'_>,
+    layer: &GrantedLayer,
+    max: u32,
+) -> Option<(u32, OwnedFd)> {
+    let st = fstat(backing.as_raw_fd()).ok()?;
+    let read = |p: String| {
+        std::fs::read_to_string(p)
+            .ok()
+            .map(|s| s.trim().to_string())
+    };
+    for entry in std::fs::read_dir("/sys/block").ok()?.flatten() {
+        let name = entry.file_name().to_string_lossy().into_owned();
+        let Some(n) = name
+            .strip_prefix("loop")
+            .and_then(|n| n.parse::<u32>().ok())
+        else {
+            continue;
+        };
+        if n >= max
+            || read(format!("/sys/block/{name}/loop/offset")) != Some(layer.offset.to_string())
+            || read(format!("/sys/block/{name}/loop/sizelimit")) != Some(layer.size.to_string())
+            || read(format!("/sys/block/{name}/ro")).as_deref() != Some("1")
+        {
+            continue;
+        }
+        let Ok(dev) = sys::open_path(Path::new(&format!("/dev/{name}")), libc::O_RDONLY) else {
+            continue;
+        };
+        match sys::loop_status(&dev) {
+            Ok((d, i, off, size, flags))
+                if d == st.st_dev
+                    && i == st.st_ino
+                    && off == layer.offset
+                    && size == layer.size
+                    && flags & sys::LO_FLAGS_READ_ONLY != 0 =>
+            {
+                return Some((n, dev))
+            }
+            _ => continue,
+        }
+    }
+    None
+}
+
 /// Mount one image layer at `target`.
 fn mount_image(
     control: &OwnedFd,
@@ -86,7 +135,16 @@ fn mount_image(
     layer: &GrantedLayer,
     target: &Path,
 ) -> Result<()> {
-    let (n, _dev) = attach_loop(control, grant.fd(layer.fd), layer, grant.max_loop_devices)?;
+    let shared =
+        if grant.shared_loop_devices && layer.kind == LayerKind::Squashfs && !layer.writable {
+            find_shared_loop(grant.fd(layer.fd), layer, grant.max_loop_devices)
+        } else {
+            None
+        };
+    let (n, _dev) = match shared {
+        Some(found) => found,
+        None => attach_loop(control, grant.fd(layer.fd), layer, grant.max_loop_devices)?,
+    };
     let mut flags = MsFlags::MS_NOSUID | MsFlags::MS_NODEV;
     if !layer.writable {
         flags |= MsFlags::MS_RDONLY;
@@ -199,68 +257,103 @@ fn mount_points(grant: &Grant) -> Vec<(String, bool)> {
     v
 }
 
-/// Is a whiteout (char device 0:0) or absent in every layer?
-fn exists_in(roots: &[OwnedFd], dest: &str) -> Option<nix::sys::stat::FileStat> {
+/// The topmost layer entry at `path` (symlinks followed inside each layer), with its path
+/// inside that layer after resolution; whiteouts (char device 0:0) count as absent.
+fn find(roots: &[OwnedFd], path: &str) -> Option<(FileStat, String)> {
     for root in roots.iter().rev() {
-        if let Ok(fd) = sys::open_in_root(root, dest, libc::O_PATH, 0) {
-            if let Ok(st) = fstat(fd.as_raw_fd()) {
-                let whiteout = SFlag::from_bits_truncate(st.st_mode) & SFlag::S_IFMT
-                    == SFlag::S_IFCHR
-                    && st.st_rdev == 0;
-                if !whiteout {
-                    return Some(st);
-                }
-            }
+        let Ok(fd) = sys::open_in_root(root, path, libc::O_PATH, 0) else {
+            continue;
+        };
+        let Ok(st) = fstat(fd.as_raw_fd()) else {
+            continue;
+        };
+        if is_type(&st, SFlag::S_IFCHR) && st.st_rdev == 0 {
+            continue;
         }
+        let link =
+            |f: &OwnedFd| std::fs::read_link(format!("/proc/self/fd/{}", f.as_raw_fd())).ok();
+        let canonical = match (link(root), link(&fd)) {
+            (Some(r), Some(p)) => p
+                .strip_prefix(&r)
+                .map(|rel| format!("/{}", rel.display()))
+                .unwrap_or_else(|_| path.to_string()),
+            _ => path.to_string(),
+        };
+        return Some((st, canonical));
     }
     None
 }
 
-/// Fill the stub layer with the mount points that no layer has, copying the mode and owner
-/// of existing parents so the merged view keeps them.
+fn is_type(st: &FileStat, t: SFlag) -> bool {
+    SFlag::from_bits_truncate(st.st_mode) & SFlag::S_IFMT == t
+}
+
+/// Create `rel` (a canonical path) in the stub as a directory with the mode and owner of the
+/// directory the layers have there, so the merged view keeps them.
+fn stub_dir(stub: &Path, roots: &[OwnedFd], rel: &str) -> Result<()> {
+    use std::os::unix::fs::DirBuilderExt;
+    let mut cur = String::new();
+    for c in rel.split('/').filter(|c| !c.is_empty()) {
+        cur.push('/');
+        cur.push_str(c);
+        let here = stub.join(&cur[1..]);
+        if here.symlink_metadata().is_ok() {
+            continue;
+        }
+        std::fs::DirBuilder::new()
+            .mode(0o755)
+            .create(&here)
+            .context(|| format!("cannot create the mount point {cur}"))?;
+        if let Some((st, _)) = find(roots, &cur).filter(|(st, _)| is_type(st, SFlag::S_IFDIR)) {
+            let _ = nix::unistd::chown(
+                &here,
+                Some(nix::unistd::Uid::from_raw(st.st_uid)),
+                Some(nix::unistd::Gid::from_raw(st.st_gid)),
+            );
+            let _ = nix::sys::stat::fchmodat(
+                None,
+                &here,
+                nix::sys::stat::Mode::from_bits_truncate(st.st_mode & 0o7777),
+                nix::sys::stat::FchmodatFlags::NoFollowSymlink,
+            );
+        }
+    }
+    Ok(())
+}
+
+/// Fill the stub layer with the mount points that no layer has. Existing parents are followed
+/// as the container will see them (a symlink in the image leads to its target, inside the
+/// image), so a bind under `/link/x` with `/link -> /etc` appears at `/etc/x`.
 fn build_stub(stub: &Path, roots: &[OwnedFd], points: &[(String, bool)]) -> Result<()> {
-    use std::os::unix::fs::{DirBuilderExt, OpenOptionsExt};
+    use std::os::unix::fs::OpenOptionsExt;
     for (dest, is_dir) in points {
-        if exists_in(roots, dest).is_some() {
+        if find(roots, dest).is_some() {
             continue;
         }
         let comps: Vec<&str> = dest.split('/').filter(|c| !c.is_empty()).collect();
-        let mut rel = String::new();
+        let mut cur = String::new();
         for (i, c) in comps.iter().enumerate() {
-            rel.push('/');
-            rel.push_str(c);
-            let here = stub.join(&rel[1..]);
             let last = i + 1 == comps.len();
-            if here.symlink_metadata().is_ok() {
+            let cand = format!("{cur}/{c}");
+            if stub.join(&cand[1..]).symlink_metadata().is_ok() {
+                cur = cand;
                 continue;
             }
-            let existing = exists_in(roots, &rel);
-            if last && !is_dir {
-                std::fs::OpenOptions::new()
-                    .write(true)
-                    .create_new(true)
-                    .mode(0o644)
-                    .open(&here)
-                    .context(|| format!("cannot create the mount point {rel}"))?;
-            } else {
-                std::fs::DirBuilder::new()
-                    .mode(0o755)
-                    .create(&here)
-                    .context(|| format!("cannot create the mount point {rel}"))?;
-                if let Some(st) = existing.filter(|st| {
-                    SFlag::from_bits_truncate(st.st_mode) & SFlag::S_IFMT == SFlag::S_IFDIR
-                }) {
-                    let _ = nix::unistd::chown(
-                        &here,
-                        Some(nix::unistd::Uid::from_raw(st.st_uid)),
-                        Some(nix::unistd::Gid::from_raw(st.st_gid)),
-                    );
-                    let _ = nix::sys::stat::fchmodat(
-                        None,
-                        &here,
-                        nix::sys::stat::Mode::from_bits_truncate(st.st_mode & 0o7777),
-                        nix::sys::stat::FchmodatFlags::NoFollowSymlink,
-                    );
+            match find(roots, &cand) {
+                Some((st, canonical)) if is_type(&st, SFlag::S_IFDIR) => cur = canonical,
+                Some(_) => break, // a file in the way: the mount will report it
+                None if last && !is_dir => {
+                    stub_dir(stub, roots, &cur)?;
+                    std::fs::OpenOptions::new()
+                        .write(true)
+                        .create_new(true)
+                        .mode(0o644)
+                        .open(stub.join(&cand[1..]))
+                        .context(|| format!("cannot create the mount point {cand}"))?;
+                }
+                None => {
+                    stub_dir(stub, roots, &cand)?;
+                    cur = cand;
                 }
             }
         }
@@ -335,11 +428,18 @@ fn minimal_dev(root: &OwnedFd) -> Result<()> {
     Ok(())
 }
 
-/// Detached, flagged copies of the bind sources. They must be made before the mount namespace
-/// is unshared: `open_tree` only clones mounts of the caller's current namespace, and the
-/// caller's fds point into the host's.
-pub fn clone_binds(grant: &Grant) -> Result<Vec<OwnedFd>> {
-    grant
+/// What must be cloned from the caller's fds before the mount namespace is unshared:
+/// `open_tree` and overlayfs only accept mounts of the current namespace, and the caller's fds
+/// point into the host's. Detached copies (flags already set) are attached later.
+pub struct Detached {
+    /// One tree per bind of the grant, in order.
+    binds: Vec<OwnedFd>,
+    /// One tree per directory layer, by layer index.
+    dirs: Vec<Option<OwnedFd>>,
+}
+
+pub fn detach_caller_trees(grant: &Grant) -> Result<Detached> {
+    let binds = grant
         .binds
         .iter()
         .map(|b| {
@@ -353,12 +453,34 @@ pub fn clone_binds(grant: &Grant) -> Result<Vec<OwnedFd>> {
             }
             bind_tree(&src, b.is_dir, attrs).context(|| format!("bind {}", b.dest))
         })
-        .collect()
+        .collect::<Result<Vec<_>>>()?;
+    let dirs = grant
+        .layers
+        .iter()
+        .map(|l| {
+            if l.kind != LayerKind::Dir {
+                return Ok(None);
+            }
+            let src = grant
+                .fd(l.fd)
+                .try_clone_to_owned()
+                .context(|| format!("cannot use {}", l.path.display()))?;
+            let mut attrs = NOSUID | NODEV;
+            if !l.writable {
+                attrs |= libc::MOUNT_ATTR_RDONLY;
+            }
+            bind_tree(&src, false, attrs)
+                .context(|| format!("cannot use {}", l.path.display()))
+                .map(Some)
+        })
+        .collect::<Result<Vec<_>>>()?;
+    Ok(Detached { binds, dirs })
 }
 
 impl Session {
     /// Mount every layer, the overlay, and everything inside it. Returns the final root.
-    pub fn assemble(&self, grant: &Grant, caller: &Caller, binds: Vec<OwnedFd>) -> Result<Root> {
+    pub fn assemble(&self, grant: &Grant, caller: &Caller, detached: Detached) -> Result<Root> {
+        let Detached { binds, mut dirs } = detached;
         let control = sys::open_path(Path::new("/dev/loop-control"), libc::O_RDWR)
             .context(|| "failed to find loop device: cannot open /dev/loop-control".into())?;
         // Each layer's root as an O_PATH fd, bottom to top, for existence checks.
@@ -373,10 +495,17 @@ impl Session {
             let is_upper = grant.writable == Writable::Layer(i);
             let shown = layer.path.display().to_string();
             let root: OwnedFd = match layer.kind {
-                LayerKind::Dir => grant
-                    .fd(layer.fd)
-                    .try_clone_to_owned()
-                    .context(|| format!("cannot use {shown}"))?,
+                LayerKind::Dir => {
+                    let target = self.path(&format!("layers/{i}"));
+                    std::fs::create_dir(&target)
+                        .context(|| "cannot create the session layout".into())?;
+                    let tree = dirs[i]
+                        .take()
+                        .ok_or_else(|| err!("{shown}: directory layer was not prepared"))?;
+                    sys::move_mount_to(&tree, &dir_o_path(&target)?)
+                        .context(|| format!("cannot mount {shown}"))?;
+                    dir_o_path(&target)?
+                }
                 _ => {
                     let target = self.path(&format!("layers/{i}"));
                     std::fs::create_dir(&target)

@@ -63,6 +63,8 @@ pub struct Grant {
     pub session_size_mib: Option<u64>,
     /// Loop devices numbered at or above this are not used.
     pub max_loop_devices: u32,
+    /// Reuse a read-only loop device already bound to the same image range.
+    pub shared_loop_devices: bool,
     /// The fds adopted from the caller, by number.
     owned: BTreeMap<RawFd, OwnedFd>,
 }
@@ -187,12 +189,17 @@ fn check_limits(p: &Policy, info: &FdInfo) -> Result<()> {
     Ok(())
 }
 
+/// (st_dev, st_ino) of a file.
+type FileId = (u64, u64);
+/// (start, end, writable) of a granted layer.
+type Range = (u64, u64, bool);
+
 struct Checker<'a> {
     policy: &'a Policy,
     caller: &'a Caller,
     owned: BTreeMap<RawFd, OwnedFd>,
-    /// Byte ranges already granted per fd, to refuse overlapping layers of one file.
-    ranges: BTreeMap<RawFd, Vec<(u64, u64)>>,
+    /// Byte ranges granted per file (device, inode), to refuse a range both written and mounted.
+    ranges: BTreeMap<FileId, Vec<Range>>,
     loops: u32,
 }
 
@@ -220,7 +227,7 @@ impl Checker<'_> {
         let fd = self.adopt(l.fd, role)?;
         let info = inspect(fd, role)?;
         let shown = info.path.display().to_string();
-        if l.writable && !info.writable() {
+        if l.writable && l.kind != LayerKind::Dir && !info.writable() {
             bail!("could not use {shown} for writing, you don't have write permissions");
         }
         if setuid && fstatfs(fd).map(|s| s.filesystem_type().0) == Ok(FUSE_SUPER_MAGIC) {
@@ -300,14 +307,17 @@ impl Checker<'_> {
                         bail!("configuration disallows users from mounting extfs in setuid mode (allow setuid-mount extfs)");
                     }
                 }
-                let ranges = self.ranges.entry(l.fd).or_default();
-                if ranges
-                    .iter()
-                    .any(|&(s, e)| l.offset < e && s < l.offset + l.size)
-                {
-                    bail!("{shown} ({role}): overlaps another layer of the same file");
+                let ranges = self
+                    .ranges
+                    .entry((info.st.st_dev, info.st.st_ino))
+                    .or_default();
+                let overlaps = |&(s, e, w): &(u64, u64, bool)| {
+                    l.offset < e && s < l.offset + l.size && (w || l.writable)
+                };
+                if ranges.iter().any(overlaps) {
+                    bail!("{shown} ({role}): overlaps another layer of the same file that is used for writing");
                 }
-                ranges.push((l.offset, l.offset + l.size));
+                ranges.push((l.offset, l.offset + l.size, l.writable));
                 self.loops += 1;
                 GrantedLayer {
                     fd: l.fd,
@@ -525,6 +535,7 @@ pub fn grant(policy: &Policy, caller: &Caller, plan: &Plan) -> Result<Grant> {
             Some(policy.sessiondir_max_size_mib)
         },
         max_loop_devices: policy.max_loop_devices,
+        shared_loop_devices: policy.shared_loop_devices,
         owned: c.owned,
     })
 }

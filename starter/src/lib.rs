@@ -11,6 +11,7 @@ pub mod error;
 pub mod exec;
 pub mod grant;
 pub mod identity;
+pub mod lock;
 pub mod plan;
 pub mod session;
 pub mod supervise;
@@ -32,8 +33,16 @@ pub fn warn(msg: &str) {
     }
 }
 
+static START: std::sync::OnceLock<std::time::Instant> = std::sync::OnceLock::new();
+
+/// Note the start time (for the per-phase timings printed at debug level).
+pub fn mark_start() {
+    let _ = START.set(std::time::Instant::now());
+}
+
 pub fn debug(msg: &str) {
     if LOG_LEVEL.load(Ordering::Relaxed) >= 2 {
-        eprintln!("DEBUG:   [starter] {msg}");
+        let us = START.get().map(|t| t.elapsed().as_micros()).unwrap_or(0);
+        eprintln!("DEBUG:   [starter +{us}us] {msg}");
     }
 }

@@ -11,7 +11,7 @@ use strata_starter::grant::grant;
 use strata_starter::plan::{Plan, PLAN_FD};
 use strata_starter::session::{unshare_namespaces, Session};
 use strata_starter::trust::Install;
-use strata_starter::{assemble, drop, exec::exec, supervise, sys};
+use strata_starter::{assemble, drop, exec::exec, lock, supervise, sys};
 
 /// Close every fd above 2 that the plan does not name (the plan fd is already closed).
 fn close_unnamed_fds(plan: &Plan) -> Result<()> {
@@ -32,6 +32,7 @@ fn close_unnamed_fds(plan: &Plan) -> Result<()> {
 }
 
 fn run() -> Result<i32> {
+    strata_starter::mark_start();
     sys::set_dumpable(false).map_err(|e| strata_starter::err!("PR_SET_DUMPABLE: {e}"))?;
     let caller = Caller::from_kernel()?; // real ids and groups; never from the plan
     sys::clear_environment(); // nothing in the environment steers the starter
@@ -48,9 +49,12 @@ fn run() -> Result<i32> {
         Plan::read_from(File::from(fd)).map_err(|e| strata_starter::err!("{e}"))?
     };
     strata_starter::set_log_level(plan.log_level);
+    strata_starter::debug("plan read");
     close_unnamed_fds(&plan)?;
     let mut grant = grant(&install.policy, &caller, &plan)?; // every request checked
-    let binds = assemble::clone_binds(&grant)?; // detached copies, made in the caller's namespace
+    strata_starter::debug("granted");
+    lock::lock_layers(&grant)?; // one writer per ext3 image, held by the loop device's file
+    let detached = assemble::detach_caller_trees(&grant)?; // clones made in the caller's namespace
     let mask = supervise::block();
     unshare_namespaces(&grant)?;
     if grant.namespaces.pid {
@@ -65,8 +69,10 @@ fn run() -> Result<i32> {
         sys::set_parent_death_signal(libc::SIGKILL)
             .map_err(|e| strata_starter::err!("PR_SET_PDEATHSIG: {e}"))?;
     }
+    strata_starter::debug("namespaces entered");
     let session = Session::mount(&install.session_dir, grant.session_size_mib)?;
-    let root = session.assemble(&grant, &caller, binds)?; // loops, mounts, overlay, binds
+    let root = session.assemble(&grant, &caller, detached)?; // loops, mounts, overlay, binds
+    strata_starter::debug("assembled");
     root.pivot()?;
     grant.close_fds();
     let filter = drop::payload_filter()?;
@@ -81,6 +87,7 @@ fn run() -> Result<i32> {
             return Ok(supervise::supervise(child));
         }
     }
+    strata_starter::debug("privileges dropped; exec");
     exec(&grant.process, &filter, &mask)?;
     unreachable!("exec returns only errors")
 }

@@ -132,6 +132,30 @@ struct LoopConfig {
     reserved: [u64; 8],
 }
 
+const LOOP_GET_STATUS64: libc::c_ulong = 0x4C05;
+
+/// What a loop device is bound to: (backing st_dev, backing st_ino, offset, sizelimit, flags).
+pub fn loop_status(dev: &OwnedFd) -> Result<(u64, u64, u64, u64, u32)> {
+    // SAFETY: LoopInfo64 is plain data; all-zero is a valid value for the kernel to overwrite.
+    let mut info: LoopInfo64 = unsafe { std::mem::zeroed() };
+    // SAFETY: LOOP_GET_STATUS64 writes a `struct loop_info64`, which `LoopInfo64` mirrors
+    // exactly; the pointer is valid and writable for the whole call.
+    check(unsafe {
+        libc::ioctl(
+            dev.as_raw_fd(),
+            LOOP_GET_STATUS64,
+            &mut info as *mut LoopInfo64,
+        )
+    } as _)?;
+    Ok((
+        info.lo_device,
+        info.lo_inode,
+        info.lo_offset,
+        info.lo_sizelimit,
+        info.lo_flags,
+    ))
+}
+
 /// Ask the kernel for the number of a free loop device (creating one if needed).
 pub fn loop_get_free(control: &OwnedFd) -> Result<u32> {
     // SAFETY: LOOP_CTL_GET_FREE takes no argument and returns a device number.

@@ -42,6 +42,16 @@ pub struct ActionFlags {
     /// run the container in a new UTS namespace
     #[arg(long = "uts")]
     pub uts: bool,
+    /// use an overlay: an ext3 image, a squashfs image, a SIF with overlay partitions, or a
+    /// directory (root only); PATH[:ro] (repeatable, comma lists; later ones sit higher)
+    #[arg(short = 'o', long = "overlay", value_name = "path[:ro]")]
+    pub overlay: Vec<String>,
+    /// write into the image: a SIF's embedded overlay partition, or a sandbox directory
+    #[arg(short = 'w', long = "writable")]
+    pub writable: bool,
+    /// make the file system accessible as read-write with non persistent data (in a tmpfs)
+    #[arg(long = "writable-tmpfs")]
+    pub writable_tmpfs: bool,
 }
 
 #[derive(Args, Debug, Clone)]

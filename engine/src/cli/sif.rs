@@ -151,7 +151,7 @@ pub fn run(args: SifArgs) -> CliResult {
         SifCommand::Add(a) => add(a),
         SifCommand::Del { id, sif_path } => {
             let id = parse_id(&id)?;
-            let (file, mut sif) = load_rw(&sif_path)?;
+            let (file, mut sif) = open_image(&sif_path, true, &[])?;
             sif.delete_object(&file, id, None).map_err(|e| {
                 format!(
                     "failed to delete object {id} from {}: {e}",
@@ -162,7 +162,7 @@ pub fn run(args: SifArgs) -> CliResult {
         }
         SifCommand::Setprim { id, sif_path } => {
             let id = parse_id(&id)?;
-            let (file, mut sif) = load_rw(&sif_path)?;
+            let (file, mut sif) = open_image(&sif_path, true, &[])?;
             sif.set_primary(&file, id, None).map_err(|e| {
                 format!(
                     "failed to set object {id} as primary partition of {}: {e}",
@@ -186,45 +186,37 @@ fn out(bytes: &[u8]) -> CliResult {
     Ok(0)
 }
 
-fn open_err(path: &Path, e: std::io::Error) -> String {
-    format!("could not open image {}: {e}", path.display())
-}
-
-fn invalid(path: &Path, e: crate::sif::SifError) -> String {
-    format!("{} is not a valid SIF image: {e}", path.display())
-}
-
-/// Open read-only, confine to it, read header and descriptors.
-fn load(path: &Path) -> Result<Sif, String> {
-    let file = File::open(path).map_err(|e| open_err(path, e))?;
-    confine::restrict_to(&[path], &[]);
-    Sif::read(&file).map_err(|e| invalid(path, e))
-}
-
-/// Open read-write, confine to it, read header and descriptors.
-fn load_rw(path: &Path) -> Result<(File, Sif), String> {
+/// Open the image (read-write for changes), confine the process to it (and `also_read`), and
+/// only then read its header and descriptors.
+fn open_image(path: &Path, write: bool, also_read: &[&Path]) -> Result<(File, Sif), String> {
     let file = OpenOptions::new()
         .read(true)
-        .write(true)
+        .write(write)
         .open(path)
-        .map_err(|e| open_err(path, e))?;
-    confine::restrict_to(&[], &[path]);
-    let sif = Sif::read(&file).map_err(|e| invalid(path, e))?;
+        .map_err(|e| format!("could not open image {}: {e}", path.display()))?;
+    if write {
+        confine::restrict_to(also_read, &[path]);
+    } else {
+        confine::restrict_to(&[also_read, &[path]].concat(), &[]);
+    }
+    let sif = Sif::read(&file)
+        .map_err(|e| format!("{} is not a valid SIF image: {e}", path.display()))?;
     Ok((file, sif))
+}
+
+fn load(path: &Path) -> Result<Sif, String> {
+    open_image(path, false, &[]).map(|(_, sif)| sif)
 }
 
 fn dump(id: &str, path: &Path) -> CliResult {
     let id = parse_id(id)?;
-    let file = File::open(path).map_err(|e| open_err(path, e))?;
-    confine::restrict_to(&[path], &[]);
-    let sif = Sif::read(&file).map_err(|e| invalid(path, e))?;
+    let (file, sif) = open_image(path, false, &[])?;
     let d = sif.get_descriptor(id)?;
     let mut o = std::io::stdout().lock();
-    let mut left = d.size;
     let mut buf = vec![0u8; (1 << 20).min(d.size.max(1) as usize)];
-    while left > 0 {
-        let n = buf.len().min(left as usize);
-        let at = d.end() - left;
+    let mut at = d.offset;
+    while at < d.end() {
+        let n = buf.len().min((d.end() - at) as usize);
         std::os::unix::fs::FileExt::read_exact_at(&file, &mut buf[..n], at).map_err(|e| {
             format!(
                 "reading object {id} at offset {at} of {}: {e}",
@@ -232,7 +224,7 @@ fn dump(id: &str, path: &Path) -> CliResult {
             )
         })?;
         o.write_all(&buf[..n])?;
-        left -= n as u64;
+        at += n as u64;
     }
     o.flush()?;
     Ok(0)
@@ -346,13 +338,7 @@ fn add(a: AddArgs) -> CliResult {
     let data =
         File::open(&a.object_path).map_err(|e| format!("open {}: {e}", a.object_path.display()))?;
     let obj = new_object(&a, dt)?;
-    let file = OpenOptions::new()
-        .read(true)
-        .write(true)
-        .open(&a.sif_path)
-        .map_err(|e| open_err(&a.sif_path, e))?;
-    confine::restrict_to(&[&a.object_path], &[&a.sif_path]);
-    let mut sif = Sif::read(&file).map_err(|e| invalid(&a.sif_path, e))?;
+    let (file, mut sif) = open_image(&a.sif_path, true, &[&a.object_path])?;
     sif.add_object(&file, &obj, Source::File(&data), None)
         .map_err(|e| {
             format!(

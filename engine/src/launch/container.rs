@@ -12,6 +12,7 @@ use strata_starter::plan::{self, DevMode, Layer, LayerKind, Mounts, Namespaces, 
 use super::action::{Action, ActionScript};
 use super::binds::{self, BindSpec, ContainerPath};
 use super::env::{ContainerEnv, EnvOptions};
+use super::overlays;
 use super::passwd::Identity;
 use super::starter;
 use crate::cli::action::ActionFlags;
@@ -29,6 +30,8 @@ pub enum LaunchError {
     Passwd(#[from] super::passwd::PasswdError),
     #[error(transparent)]
     Starter(#[from] starter::StarterError),
+    #[error(transparent)]
+    Overlay(#[from] overlays::OverlayError),
     #[error("{0}")]
     Policy(#[from] strata_config::ConfigError),
     #[error("could not open {path} to bind it into the container: {source}")]
@@ -124,17 +127,32 @@ pub fn launch(req: Request<'_>) -> Result<std::convert::Infallible, LaunchError>
     let cwd = std::env::current_dir().map_err(LaunchError::Cwd)?;
     let mut files = Files::default();
 
-    let image = Image::open(req.image, false)?;
-    let image_fd = image
-        .file
-        .try_clone()
-        .map_err(|e| LaunchError::Other(format!("{}: {e}", image.path.display())))?;
-    let rootfs = rootfs_layer(
-        &image,
-        files
-            .add(image_fd.into())
-            .map_err(|e| LaunchError::Other(e.to_string()))?,
+    let overlay_specs = overlays::parse(
+        &flags.overlay,
+        &overlays::env_values(|k| std::env::var(k).ok()),
     )?;
+    if flags.writable && !overlay_specs.is_empty() {
+        return Err(overlays::OverlayError::WithWritable.into());
+    }
+    let image = Image::open(req.image, flags.writable)?;
+    let other = |e: std::io::Error| LaunchError::Other(e.to_string());
+    let image_fd = image.file.try_clone().map_err(other)?;
+    let mut rootfs = rootfs_layer(&image, files.add(image_fd.into()).map_err(other)?)?;
+    rootfs.writable = flags.writable && matches!(image.kind, ImageKind::Sandbox | ImageKind::Ext3);
+    let mut writable_tmpfs = flags.writable_tmpfs;
+    if writable_tmpfs && flags.writable {
+        crate::warning!("Disabling --writable-tmpfs flag, mutually exclusive with --writable");
+        writable_tmpfs = false;
+    }
+    let mut layers = overlays::embedded(&image, flags.writable).map_err(other)?;
+    for spec in &overlay_specs {
+        layers.extend(overlays::open(spec)?);
+    }
+    let mut plan_overlays = Vec::new();
+    for l in layers {
+        let fd = files.add(l.file.into()).map_err(other)?;
+        plan_overlays.push(Layer { fd, ..l.layer });
+    }
 
     let identity = Identity::current()?;
     let user_home = PathBuf::from(&identity.user.home);
@@ -271,8 +289,8 @@ pub fn launch(req: Request<'_>) -> Result<std::convert::Infallible, LaunchError>
     let plan = Plan {
         version: plan::PLAN_VERSION,
         rootfs,
-        overlays: Vec::new(),
-        writable_tmpfs: false,
+        overlays: plan_overlays,
+        writable_tmpfs,
         binds: plan_binds,
         mounts,
         namespaces: Namespaces {

@@ -5,5 +5,6 @@ pub mod action;
 pub mod binds;
 pub mod container;
 pub mod env;
+pub mod overlays;
 pub mod passwd;
 pub mod starter;

@@ -2,7 +2,7 @@
 
 use super::error::{escape, SifError};
 use super::format::{
-    Arch, DataType, FormatType, HashType, Link, MessageType, PartType, Partition, SbomFormat,
+    DataType, FormatType, HashType, Link, MessageType, PartType, Partition, SbomFormat,
     DESCRIPTOR_LEN, EXTRA_LEN, GROUP_MASK, NAME_LEN,
 };
 use super::header::{le_i32, le_i64, le_u32, trim_nuls};
@@ -193,11 +193,7 @@ impl Descriptor {
 
     /// Partition metadata, for partition objects.
     pub fn partition(&self) -> Option<Partition> {
-        (self.data_type == DataType::Partition).then(|| Partition {
-            fstype: super::format::FsType::from_code(le_i32(&self.extra, 0)),
-            parttype: PartType::from_code(le_i32(&self.extra, 4)),
-            arch: Arch::from_code(self.extra[8..11].try_into().expect("3 bytes")),
-        })
+        (self.data_type == DataType::Partition).then(|| Partition::from_extra(&self.extra))
     }
 
     /// Whether this is the (a) primary system partition.

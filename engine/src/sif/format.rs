@@ -311,6 +311,29 @@ pub struct Partition {
     pub arch: Arch,
 }
 
+impl Partition {
+    /// Decode a descriptor's `Extra` (missing bytes read as zero).
+    pub fn from_extra(extra: &[u8]) -> Self {
+        let mut e = [0u8; 11];
+        let n = extra.len().min(11);
+        e[..n].copy_from_slice(&extra[..n]);
+        Partition {
+            fstype: FsType::from_code(i32::from_le_bytes(e[0..4].try_into().expect("4 bytes"))),
+            parttype: PartType::from_code(i32::from_le_bytes(e[4..8].try_into().expect("4 bytes"))),
+            arch: Arch::from_code(e[8..11].try_into().expect("3 bytes")),
+        }
+    }
+
+    /// The `Extra` bytes of a partition descriptor.
+    pub fn to_extra(self) -> Vec<u8> {
+        let mut b = Vec::with_capacity(11);
+        b.extend_from_slice(&self.fstype.code().to_le_bytes());
+        b.extend_from_slice(&self.parttype.code().to_le_bytes());
+        b.extend_from_slice(&self.arch.code());
+        b
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

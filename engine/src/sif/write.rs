@@ -110,17 +110,6 @@ pub fn next_aligned(offset: u64, alignment: u64) -> Result<u64, SifError> {
         .ok_or(SifError::AlignmentOverflow { offset, alignment })
 }
 
-impl Partition {
-    /// The `Extra` bytes of a partition descriptor.
-    pub fn to_extra(self) -> Vec<u8> {
-        let mut b = Vec::with_capacity(11);
-        b.extend_from_slice(&self.fstype.code().to_le_bytes());
-        b.extend_from_slice(&self.parttype.code().to_le_bytes());
-        b.extend_from_slice(&self.arch.code());
-        b
-    }
-}
-
 impl NewObject {
     /// A partition object in `group_id` with the default (4096) alignment and no name.
     pub fn partition(p: Partition, group_id: u32) -> Self {
@@ -136,17 +125,7 @@ impl NewObject {
 
     /// The partition metadata this object will carry, if it is a partition.
     fn partition_meta(&self) -> Option<Partition> {
-        if self.data_type != DataType::Partition {
-            return None;
-        }
-        let mut e = [0u8; 11];
-        let n = self.extra.len().min(11);
-        e[..n].copy_from_slice(&self.extra[..n]);
-        Some(Partition {
-            fstype: FsType::from_code(i32::from_le_bytes(e[0..4].try_into().expect("4"))),
-            parttype: PartType::from_code(i32::from_le_bytes(e[4..8].try_into().expect("4"))),
-            arch: Arch::from_code(e[8..11].try_into().expect("3")),
-        })
+        (self.data_type == DataType::Partition).then(|| Partition::from_extra(&self.extra))
     }
 }
 
