@@ -9,7 +9,7 @@ STARTER_BIN := target/$(HOST)/release/strata-starter
 # and a static busybox for the images the end-to-end tests build.
 DEB_PACKAGES := squashfs-tools e2fsprogs util-linux mount passwd libc6-dev make busybox-static
 # What the benchmarks compare against.
-BENCH_PACKAGES := bubblewrap hyperfine charliecloud-runtime squashfuse
+BENCH_PACKAGES := bubblewrap hyperfine charliecloud-runtime squashfuse fuse2fs fuse-overlayfs
 
 .PHONY: all deps bench-deps build install install-files test lint demo bench clean
 

@@ -33,18 +33,34 @@ pub fn lock_range(
     }
 }
 
+/// The type of a lock that conflicts with `write` on the range, if any (`F_OFD_GETLK`).
+fn conflicting(fd: std::os::fd::BorrowedFd<'_>, offset: u64, len: u64) -> Option<libc::c_short> {
+    let mut probe = libc::flock {
+        l_type: libc::F_WRLCK as libc::c_short,
+        l_whence: libc::SEEK_SET as libc::c_short,
+        l_start: i64::try_from(offset).ok()?,
+        l_len: i64::try_from(len).ok()?,
+        l_pid: 0,
+    };
+    fcntl(fd.as_raw_fd(), FcntlArg::F_OFD_GETLK(&mut probe)).ok()?;
+    (probe.l_type != libc::F_UNLCK as libc::c_short).then_some(probe.l_type)
+}
+
 /// Take the locks of every ext3 layer of the grant.
 pub fn lock_layers(grant: &Grant) -> Result<()> {
     for layer in grant.layers.iter().filter(|l| l.kind == LayerKind::Ext3) {
         let shown = layer.path.display();
-        match lock_range(grant.fd(layer.fd), layer.offset, layer.size, layer.writable) {
+        let fd = grant.fd(layer.fd);
+        match lock_range(fd, layer.offset, layer.size, layer.writable) {
             Ok(()) => {}
-            Err(Errno::EAGAIN) | Err(Errno::EACCES) if layer.writable => bail!(
-                "{shown} is in use by another container; use {shown}:ro to share it read-only, or wait until it stops"
-            ),
-            Err(Errno::EAGAIN) | Err(Errno::EACCES) => bail!(
-                "{shown} is in use for writing by another container; wait until it stops"
-            ),
+            Err(Errno::EAGAIN) | Err(Errno::EACCES) => {
+                let readers_only = conflicting(fd, layer.offset, layer.size)
+                    == Some(libc::F_RDLCK as libc::c_short);
+                if layer.writable && readers_only {
+                    bail!("{shown} is in use read-only by another container; use {shown}:ro to share it, or wait until it stops");
+                }
+                bail!("{shown} is in use for writing by another container; wait until it stops, or use a copy");
+            }
             Err(e) => return Err(err!("cannot lock {shown}: {e}")),
         }
     }

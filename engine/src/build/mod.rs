@@ -100,6 +100,18 @@ fn check_target_file(out: &Path, force: bool) -> Result<(), BuildError> {
     }
 }
 
+/// An OS error without the " at path ..." that tempfile appends (the message names the place).
+pub(crate) fn plain(e: io::Error) -> io::Error {
+    if e.raw_os_error().is_some() {
+        return e;
+    }
+    let text = e.to_string();
+    match text.split_once(" at path ") {
+        Some((msg, _)) => io::Error::new(e.kind(), msg.to_string()),
+        None => e,
+    }
+}
+
 /// The process umask, without changing it.
 pub(crate) fn umask() -> u32 {
     // Read it from /proc (Linux >= 4.7) rather than set-and-restore, which races with threads.
@@ -159,9 +171,9 @@ pub fn build_sif(out: &Path, src: &Path, force: bool) -> Result<(), BuildError> 
             .suffix(suffix)
             .rand_bytes(6)
             .tempfile_in(&dir)
-            .map_err(|source| BuildError::Temp {
+            .map_err(|e| BuildError::Temp {
                 dir: dir.clone(),
-                source,
+                source: plain(e),
             })
     };
     let sif_tmp = temp("")?;
@@ -169,9 +181,9 @@ pub fn build_sif(out: &Path, src: &Path, force: bool) -> Result<(), BuildError> 
     let staging = tempfile::Builder::new()
         .prefix("strata-build-")
         .tempdir()
-        .map_err(|source| BuildError::Temp {
+        .map_err(|e| BuildError::Temp {
             dir: std::env::temp_dir(),
-            source,
+            source: plain(e),
         })?;
 
     let epoch = source_date_epoch();

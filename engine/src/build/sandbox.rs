@@ -121,9 +121,9 @@ pub fn build_sandbox(out: &Path, image: &Path, force: bool) -> Result<(), BuildE
         .prefix(&temp_prefix(out))
         .rand_bytes(6)
         .tempdir_in(&dir)
-        .map_err(|source| BuildError::Temp {
+        .map_err(|e| BuildError::Temp {
             dir: dir.clone(),
-            source,
+            source: super::plain(e),
         })?
         .keep();
     let mut staging = Staging {

@@ -78,7 +78,15 @@ impl Cli {
 }
 
 pub fn main() -> ExitCode {
-    let cli = Cli::parse();
+    let cli = match Cli::try_parse() {
+        Ok(cli) => cli,
+        Err(e) => {
+            let usage_error = e.use_stderr();
+            let _ = e.print();
+            // --help and --version succeed; a usage error is a failure like any other.
+            return ExitCode::from(if usage_error { EXIT_FAILURE } else { 0 });
+        }
+    };
     log::set_level(cli.level());
     let result = match cli.command {
         Command::Exec(a) => action::run(Action::Exec, &a.image, &a.command, &a.flags),

@@ -149,7 +149,7 @@ fn new_image(
         .tempfile_in(&dir)
         .map_err(|source| OverlayError::Temp {
             dir: dir.clone(),
-            source,
+            source: crate::build::plain(source),
         })?;
     make_ext3(tmp.as_file(), tmp.path(), bytes, sparse, owner, dirs)?;
     let write_err = |source| OverlayError::Write {
@@ -257,7 +257,7 @@ fn make_ext3(
 fn layout(dirs: &[String]) -> Result<tempfile::TempDir, OverlayError> {
     let tmp_err = |source| OverlayError::Temp {
         dir: std::env::temp_dir(),
-        source,
+        source: crate::build::plain(source),
     };
     let staging = tempfile::Builder::new()
         .prefix("strata-overlay-")
@@ -349,7 +349,7 @@ fn embed(
         .tempfile()
         .map_err(|source| OverlayError::Temp {
             dir: std::env::temp_dir(),
-            source,
+            source: crate::build::plain(source),
         })?;
     make_ext3(tmp.as_file(), tmp.path(), bytes, true, owner, dirs)?;
 

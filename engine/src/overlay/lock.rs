@@ -11,7 +11,7 @@
 
 use std::fs::File;
 use std::io;
-use std::os::unix::io::AsRawFd;
+use std::os::fd::AsFd;
 
 /// Why a lock was not taken.
 #[derive(Debug, thiserror::Error)]
@@ -37,32 +37,14 @@ pub enum LockError {
 /// is returned, with a debug message, as Apptainer does: refusing would make such sites
 /// unusable.
 pub fn lock_range(file: &File, offset: u64, len: u64, write: bool) -> Result<(), LockError> {
-    let too_big = |what| {
-        LockError::Io(io::Error::new(
-            io::ErrorKind::InvalidInput,
-            format!("lock {what} beyond the largest file offset"),
-        ))
-    };
-    let start = libc::off_t::try_from(offset).map_err(|_| too_big("start"))?;
-    let len = libc::off_t::try_from(len).map_err(|_| too_big("length"))?;
-    // SAFETY: an all-zero `flock` is a valid value of this plain C struct; l_pid must be 0
-    // for OFD locks, which zeroing gives.
-    let mut fl: libc::flock = unsafe { std::mem::zeroed() };
-    fl.l_type = if write { libc::F_WRLCK } else { libc::F_RDLCK } as libc::c_short;
-    fl.l_whence = libc::SEEK_SET as libc::c_short;
-    fl.l_start = start;
-    fl.l_len = len;
-    match nix::fcntl::fcntl(file.as_raw_fd(), nix::fcntl::FcntlArg::F_OFD_SETLK(&fl)) {
-        Ok(_) => Ok(()),
+    // One implementation for the engine and the starter, which locks container layers.
+    match strata_starter::lock::lock_range(file.as_fd(), offset, len, write) {
+        Ok(()) => Ok(()),
         Err(nix::errno::Errno::EAGAIN | nix::errno::Errno::EACCES) => Err(LockError::InUse),
-        Err(nix::errno::Errno::ENOLCK) => {
-            crate::debug!(
-                "could not lock bytes {offset}..+{len} of fd {}: the filesystem does not \
-                 support locks; data corruption may occur if it is used by several writers",
-                file.as_raw_fd()
-            );
-            Ok(())
-        }
+        Err(nix::errno::Errno::EINVAL) => Err(LockError::Io(io::Error::new(
+            io::ErrorKind::InvalidInput,
+            "lock range beyond the largest file offset",
+        ))),
         Err(e) => Err(LockError::Io(e.into())),
     }
 }

@@ -140,6 +140,16 @@ pub fn resize(path: &Path, size_mib: u64, sparse: bool) -> Result<(), OverlayErr
         return Ok(());
     }
 
+    if let Place::Partition { sif, id } = &place {
+        if new_size > old_size {
+            // Refuse before e2fsck touches anything.
+            sif.check_last(*id)
+                .map_err(|source| OverlayError::ResizePartition {
+                    path: path.to_path_buf(),
+                    source,
+                })?;
+        }
+    }
     fsck(&file, offset, path)?;
     let ctx = Ctx {
         file: &file,
@@ -239,7 +249,10 @@ impl Ctx<'_> {
             .rand_bytes(6)
             .tempfile_in(&dir)
             .or_else(|_| tempfile::Builder::new().prefix("strata-resize-").tempfile())
-            .map_err(|source| OverlayError::Temp { dir, source })?;
+            .map_err(|source| OverlayError::Temp {
+                dir,
+                source: crate::build::plain(source),
+            })?;
         let work = tmp.as_file();
         ext3::copy_sparse(self.file, self.offset, old, work, 0, false)
             .and_then(|()| work.set_len(old.max(new)))
