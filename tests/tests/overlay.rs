@@ -969,16 +969,18 @@ fn overlays_the_user_cannot_open_are_refused() {
 // 4. Locking
 // ---------------------------------------------------------------------------------------------
 
-fn in_use_for_writing(img: &Path) -> String {
+/// What anyone gets while a container writes into the image.
+fn in_use_by_a_writer(img: &Path) -> String {
     format!(
-        "FATAL:   {0} is in use by another container; use {0}:ro to share it read-only, or wait until it stops",
+        "FATAL:   {} is in use for writing by another container; wait until it stops, or use a copy",
         img.display()
     )
 }
 
-fn in_use_by_a_writer(img: &Path) -> String {
+/// What a writer gets while containers read the image.
+fn in_use_by_readers(img: &Path) -> String {
     format!(
-        "FATAL:   {} is in use for writing by another container; wait until it stops",
+        "FATAL:   {0} is in use read-only by another container; use {0}:ro to share it, or wait until it stops",
         img.display()
     )
 }
@@ -1016,7 +1018,7 @@ fn a_second_writer_is_refused_while_the_first_runs() {
         );
         who.strata(install, cwd, &argv!["exec", "-o", &img, &sif, "true"])
             .assert_code(255)
-            .assert_stderr_contains(&in_use_for_writing(&img));
+            .assert_stderr_contains(&in_use_by_a_writer(&img));
         who.strata(
             install,
             cwd,
@@ -1091,7 +1093,7 @@ fn read_only_users_share_an_image_and_keep_writers_out() {
     owner
         .strata(install, cwd, &argv!["exec", "-o", &img, &sif, "true"])
         .assert_code(255)
-        .assert_stderr_contains(&in_use_for_writing(&img));
+        .assert_stderr_contains(&in_use_by_readers(&img));
     for r in &readers {
         r.signal(libc::SIGTERM);
     }
@@ -1152,7 +1154,7 @@ fn a_writer_killed_with_sigkill_frees_the_image() {
                     break;
                 }
                 next.assert_code(255)
-                    .assert_stderr_contains(&in_use_for_writing(&img));
+                    .assert_stderr_contains(&in_use_by_a_writer(&img));
                 assert!(
                     killed.elapsed() < grace,
                     "the image is still in use {:?} after kill -9 (--pid: {pid_ns}):\n{next}",
@@ -1202,7 +1204,7 @@ fn the_embedded_overlay_of_a_sif_is_locked_too() {
     );
     who.strata(install, cwd, &argv!["exec", "--writable", &sif, "true"])
         .assert_code(255)
-        .assert_stderr_contains(&in_use_for_writing(&sif));
+        .assert_stderr_contains(&in_use_by_a_writer(&sif));
     who.strata(install, cwd, &argv!["exec", &sif, "true"])
         .assert_code(255)
         .assert_stderr_contains(&in_use_by_a_writer(&sif));
