@@ -965,6 +965,124 @@ fn overlays_the_user_cannot_open_are_refused() {
     }
 }
 
+/// `-o PATH:rw` is a writable overlay (Apptainer ignores any suffix but `ro`; strata refuses the
+/// others rather than guess); `STRATA_OVERLAY`, `APPTAINER_OVERLAY` and `SINGULARITY_OVERLAY`
+/// give overlays below those of the command line.
+#[test]
+fn overlay_argument_forms() {
+    let (Some(install), Some(user)) = (Install::shared(), TestUser::high()) else {
+        return;
+    };
+    let who = Who::User(user);
+    let dir = who.dir();
+    let cwd = dir.path();
+    if own_sif(install, &dir).is_none() {
+        return;
+    }
+    plain_ext3(who, &dir, "overlay.img", 64);
+    who.sh(
+        cwd,
+        "for n in one two; do mkdir $n && echo $n > $n/layer && \
+         mksquashfs $n $n.sqfs -noappend -all-root -quiet -no-progress || exit 1; done",
+    )
+    .assert_success();
+    who.strata(
+        install,
+        cwd,
+        &["exec", "-o", "overlay.img:rw", "img.sif", "touch", "/rw"],
+    )
+    .assert_success();
+    who.strata(
+        install,
+        cwd,
+        &[
+            "exec",
+            "-o",
+            "overlay.img:ro",
+            "img.sif",
+            "test",
+            "-f",
+            "/rw",
+        ],
+    )
+    .assert_success();
+    who.strata(
+        install,
+        cwd,
+        &["exec", "-o", "overlay.img:bogus", "img.sif", "true"],
+    )
+    .assert_code(255)
+    .assert_stderr_contains(
+        "FATAL:   overlay option \"overlay.img:bogus\": only 'ro' is allowed after the path",
+    );
+    for var in ["STRATA_OVERLAY", "APPTAINER_OVERLAY", "SINGULARITY_OVERLAY"] {
+        let opts = RunOpts::new().cwd(cwd).env(var, "one.sqfs:ro");
+        let out = who.strata_with(install, &["exec", "img.sif", "cat", "/layer"], &opts);
+        out.assert_success();
+        assert_eq!(out.stdout, "one\n", "{var}");
+        let out = who.strata_with(
+            install,
+            &["exec", "-o", "two.sqfs:ro", "img.sif", "cat", "/layer"],
+            &opts,
+        );
+        out.assert_success();
+        assert_eq!(out.stdout, "two\n", "{var} sits below -o");
+    }
+}
+
+/// A user crafts their own image (no root needed: `debugfs -w` on their file) with a setuid-root
+/// program and a device node in `upper/`: both layers and the final overlay are nosuid,nodev.
+#[test]
+fn a_crafted_overlay_image_gives_no_setuid_root_and_no_devices() {
+    let (Some(install), Some(users)) = (Install::shared(), Who::users()) else {
+        return;
+    };
+    for who in users {
+        let dir = who.dir();
+        let cwd = dir.path();
+        let Some(sif) = own_sif(install, &dir) else {
+            return;
+        };
+        who.sh(
+            cwd,
+            "mkdir -p L/upper L/work && cp /bin/busybox L/upper/busybox-suid && \
+             dd if=/dev/zero of=crafted.img bs=1M count=64 status=none && \
+             mkfs.ext3 -q -F -d L crafted.img && debugfs -w -f - crafted.img <<'EOF'
+set_inode_field /upper/busybox-suid uid 0
+set_inode_field /upper/busybox-suid gid 0
+set_inode_field /upper/busybox-suid mode 0104755
+cd /upper
+mknod devnull c 1 3
+set_inode_field /upper/devnull mode 020666
+EOF",
+        )
+        .assert_success();
+        for arg in ["crafted.img", "crafted.img:ro"] {
+            let out = who.strata(
+                install,
+                cwd,
+                &argv![
+                    "exec",
+                    "-o",
+                    arg,
+                    &sif,
+                    "sh",
+                    "-c",
+                    "ls -ln /busybox-suid /devnull | cut -c1-10; /busybox-suid id -u; \
+                     /busybox-suid cat /devnull"
+                ],
+            );
+            assert_eq!(
+                out.stdout,
+                format!("-rwsr-xr-x\ncrw-rw-rw-\n{}\n", who.uid()),
+                "{arg}:\n{out}"
+            );
+            out.assert_code(1)
+                .assert_stderr_contains("cat: can't open '/devnull': Permission denied");
+        }
+    }
+}
+
 // ---------------------------------------------------------------------------------------------
 // 4. Locking
 // ---------------------------------------------------------------------------------------------
@@ -1348,6 +1466,68 @@ fn writable_tmpfs_changes_work_and_vanish() {
         )
         .assert_code(1)
         .assert_stderr_contains("Read-only file system");
+    }
+}
+
+/// Apptainer's `overlay_find_with_writable_tmpfs` with an ext3 image, for users: the tmpfs is the
+/// upper layer, the image stays as it was.
+#[test]
+fn writable_tmpfs_on_top_of_a_read_only_image() {
+    let (Some(install), Some(users)) = (Install::shared(), Who::users()) else {
+        return;
+    };
+    for who in users {
+        let dir = who.dir();
+        let cwd = dir.path();
+        if own_sif(install, &dir).is_none() {
+            return;
+        }
+        plain_ext3(who, &dir, "overlay.img", 64);
+        who.strata(
+            install,
+            cwd,
+            &[
+                "exec",
+                "-o",
+                "overlay.img",
+                "img.sif",
+                "sh",
+                "-c",
+                "echo base > /base",
+            ],
+        )
+        .assert_success();
+        let out = who.strata(
+            install,
+            cwd,
+            &[
+                "exec",
+                "-o",
+                "overlay.img:ro",
+                "--writable-tmpfs",
+                "img.sif",
+                "sh",
+                "-c",
+                "cat /base && echo new > /base && cat /base && touch /more",
+            ],
+        );
+        out.assert_success();
+        assert_eq!(out.stdout, "base\nnew\n");
+        let out = who.strata(
+            install,
+            cwd,
+            &[
+                "exec",
+                "-o",
+                "overlay.img:ro",
+                "img.sif",
+                "sh",
+                "-c",
+                "cat /base; test ! -e /more",
+            ],
+        );
+        out.assert_success();
+        assert_eq!(out.stdout, "base\n");
     }
 }
 
