@@ -17,7 +17,10 @@ use overlay_support::{
     debugfs_stat, ext3_owner_mode, loops_into, marker_squashfs, plain_ext3, test_sif, Who,
     DIR_REFUSED,
 };
-use strata_e2e::{argv, assert_no_leak, busybox, HostSnapshot, Install, RunOpts, TestUser};
+use strata_e2e::{
+    argv, assert_no_leak, busybox, HostSnapshot, Install, RunOpts, TestUser, RUNSCRIPT_OUTPUT,
+    TEST_OUTPUT,
+};
 
 const MIB: u64 = 1024 * 1024;
 const READY: Duration = Duration::from_secs(30);
@@ -171,6 +174,17 @@ fn documentation_walkthrough_works_word_for_word() {
     )
     .assert_code(127)
     .assert_stderr_contains("busybox-newtool: not found");
+    // "Readonly overlay": $ strata shell --overlay my_overlay:ro ubuntu.sif
+    let out = shell(
+        Who::Root,
+        rootdir.path(),
+        &["--overlay", "my_overlay:ro"],
+        &image,
+        "which busybox-newtool\ntouch /usr/bin/myfile\n",
+    );
+    out.assert_code(1)
+        .assert_stderr_contains("touch: /usr/bin/myfile: Read-only file system");
+    assert_eq!(out.stdout, "/usr/bin/busybox-newtool\n", "{out}");
     // The same directory is refused for a user.
     who.strata(
         install,
@@ -1079,6 +1093,65 @@ EOF",
             );
             out.assert_code(1)
                 .assert_stderr_contains("cat: can't open '/devnull': Permission denied");
+        }
+    }
+}
+
+/// `run`, `test` and `shell` take overlays like `exec`; as root a directory overlay can even
+/// replace the image's runscript, and the change persists.
+#[test]
+fn overlays_work_with_every_action() {
+    let Some(install) = Install::shared() else {
+        return;
+    };
+    let Some(everyone) = Who::everyone() else {
+        return;
+    };
+    for who in everyone {
+        let dir = who.dir();
+        let cwd = dir.path();
+        if own_sif(install, &dir).is_none() {
+            return;
+        }
+        plain_ext3(who, &dir, "overlay.img", 64);
+        let out = who.strata_with(
+            install,
+            &["shell", "-o", "overlay.img", "img.sif"],
+            &RunOpts::new().cwd(cwd).stdin("echo marked > /marker\n"),
+        );
+        out.assert_success();
+        let out = who.strata(
+            install,
+            cwd,
+            &["run", "-o", "overlay.img", "img.sif", "arg"],
+        );
+        out.assert_success();
+        assert_eq!(out.stdout, format!("{RUNSCRIPT_OUTPUT} arg\n"));
+        let out = who.strata(install, cwd, &["test", "-o", "overlay.img:ro", "img.sif"]);
+        out.assert_success();
+        assert_eq!(out.stdout, format!("{TEST_OUTPUT}\n"));
+        let out = who.strata_with(
+            install,
+            &["shell", "-o", "overlay.img:ro", "img.sif"],
+            &RunOpts::new().cwd(cwd).stdin("cat /marker\n"),
+        );
+        out.assert_success();
+        assert_eq!(out.stdout, "marked\n");
+        if who.is_root() {
+            who.sh(cwd, "mkdir od").assert_success();
+            who.strata_with(
+                install,
+                &["shell", "-o", "od", "img.sif"],
+                &RunOpts::new()
+                    .cwd(cwd)
+                    .stdin("printf '#!/bin/sh\\necho replaced\\n' > /.singularity.d/runscript\n"),
+            )
+            .assert_success();
+            let out = who.strata(install, cwd, &["run", "-o", "od", "img.sif"]);
+            out.assert_success();
+            assert_eq!(out.stdout, "replaced\n");
+            let out = who.strata(install, cwd, &["run", "img.sif"]);
+            assert_eq!(out.stdout, format!("{RUNSCRIPT_OUTPUT}\n"));
         }
     }
 }
