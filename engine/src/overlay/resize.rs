@@ -140,6 +140,16 @@ pub fn resize(path: &Path, size_mib: u64, sparse: bool) -> Result<(), OverlayErr
         return Ok(());
     }
 
+    if let Place::Partition { sif, id } = &place {
+        if new_size > old_size {
+            // Refuse before e2fsck touches anything.
+            sif.check_last(*id)
+                .map_err(|source| OverlayError::ResizePartition {
+                    path: path.to_path_buf(),
+                    source,
+                })?;
+        }
+    }
     fsck(&file, offset, path)?;
     let ctx = Ctx {
         file: &file,

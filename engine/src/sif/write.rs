@@ -397,6 +397,22 @@ impl Sif {
         next_aligned(self.data_end(), alignment)
     }
 
+    /// `Ok` when object `id` is the last of the image (no other object ends past its start), so
+    /// that [`Sif::resize_object`] can grow it; else [`SifError::NotLastObject`] naming the
+    /// object that follows it.
+    pub fn check_last(&self, id: u32) -> Result<(), SifError> {
+        let d = self.descriptor(id).ok_or(SifError::ObjectNotFound(id))?;
+        match self
+            .descriptors
+            .iter()
+            .filter(|x| x.id != id && x.end() > d.offset)
+            .min_by_key(|x| x.offset)
+        {
+            Some(next) => Err(SifError::NotLastObject { id, next: next.id }),
+            None => Ok(()),
+        }
+    }
+
     /// Change the size of object `id` in place (strata's own operation, for `overlay resize`):
     /// its data keeps its offset; the size, size with padding and modification times change,
     /// and `DataSize` follows when the object is the last one. Only the last object (none
@@ -417,16 +433,9 @@ impl Sif {
             .position(|d| d.id == id)
             .ok_or(SifError::ObjectNotFound(id))?;
         let old = &self.descriptors[i];
-        let after = self
-            .descriptors
-            .iter()
-            .filter(|d| d.id != id && d.end() > old.offset)
-            .min_by_key(|d| d.offset);
-        let last = after.is_none();
+        let last = self.check_last(id).is_ok();
         if new_size > old.size {
-            if let Some(next) = after {
-                return Err(SifError::NotLastObject { id, next: next.id });
-            }
+            self.check_last(id)?;
         }
         self.check_fits(old.offset, new_size)?;
         let t = self.change_time(time);

@@ -315,3 +315,72 @@ fn alignment_matches_next_aligned() {
     assert_eq!(next_aligned(32176, 128).unwrap(), 32256);
     assert!(next_aligned(i64::MAX as u64 - 1, 4096).is_err());
 }
+
+#[test]
+fn the_last_object_grows_and_any_object_shrinks_in_place() {
+    let (_tmp, file, mut sif) = temp_image(&CreateOptions::deterministic());
+    let part = NewObject::partition(
+        Partition {
+            fstype: FsType::Ext3,
+            parttype: PartType::Overlay,
+            arch: Arch::Amd64,
+        },
+        1,
+    );
+    let at = sif.next_offset(&part).unwrap();
+    let id = sif
+        .add_object(&file, &part, Source::Bytes(&[7u8; 5000]), None)
+        .unwrap();
+    assert_eq!(sif.descriptor(id).unwrap().offset, at);
+    sif.resize_object(&file, id, 12_000, None).unwrap();
+    let d = sif.descriptor(id).unwrap().clone();
+    assert_eq!((d.offset, d.size), (at, 12_000));
+    assert_eq!(file.metadata().unwrap().len(), at + 12_000);
+    let bytes = object_bytes(&file, &d);
+    assert!(bytes[..5000].iter().all(|&b| b == 7));
+    assert!(bytes[5000..].iter().all(|&b| b == 0));
+    let reread = Sif::read(&file).unwrap();
+    assert_eq!(reread.descriptor(id), Some(&d));
+    assert_eq!(
+        reread.header.data_size as u64,
+        at + 12_000 - reread.header.data_offset as u64
+    );
+
+    sif.resize_object(&file, id, 3000, None).unwrap();
+    assert_eq!(file.metadata().unwrap().len(), at + 3000);
+    assert_eq!(
+        sif.descriptor(id).unwrap().size_with_padding,
+        (at - d.offset) as i64 + 3000 + d.size_with_padding - 12_000
+    );
+
+    // Not the last object any more: shrinking leaves a gap, growing is refused untouched.
+    let generic = NewObject {
+        data_type: DataType::Generic,
+        group_id: 0,
+        linked: None,
+        name: String::new(),
+        extra: Vec::new(),
+        alignment: None,
+    };
+    let next = sif
+        .add_object(&file, &generic, Source::Bytes(b"after"), None)
+        .unwrap();
+    let before = std::fs::read(_tmp.path()).unwrap();
+    assert!(matches!(
+        sif.resize_object(&file, id, 4000, None),
+        Err(SifError::NotLastObject { id: i, next: n }) if i == id && n == next
+    ));
+    assert!(matches!(
+        sif.check_last(id),
+        Err(SifError::NotLastObject { .. })
+    ));
+    assert_eq!(std::fs::read(_tmp.path()).unwrap(), before);
+    sif.resize_object(&file, id, 1000, None).unwrap();
+    assert_eq!(file.metadata().unwrap().len(), before.len() as u64);
+    let reread = Sif::read(&file).unwrap();
+    assert_eq!(reread.descriptor(id).unwrap().size, 1000);
+    assert_eq!(
+        object_bytes(&file, reread.descriptor(next).unwrap()),
+        b"after"
+    );
+}
