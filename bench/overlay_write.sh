@@ -23,6 +23,8 @@ user=stowb$$
 cleanup() {
     set +e
     for m in "$work/fuse/merged" "$work/fuse/ext" "$work/bare"; do mountpoint -q "$m" && umount "$m"; done
+    pkill -f "fuse-overlayfs.*$work" 2>/dev/null; pkill -f "fuse2fs $work" 2>/dev/null; sleep 0.5
+    for m in "$work/fuse/merged" "$work/fuse/ext"; do mountpoint -q "$m" && umount -l "$m"; done
     userdel -r "$user" >/dev/null 2>&1
     rm -rf "$work"
 }
@@ -67,23 +69,23 @@ exec_in() { echo "$strata exec -B $work/files.tar:/files.tar --overlay $1 $work/
 
 echo "== untar $NFILES x 4 KiB + sync, $RUNS runs each"
 as_user "hyperfine -N -r $RUNS --export-json $d/a.json \
-  --prepare 'cp --sparse=always strata.tpl strata.img' -n strata-create \"$(exec_in strata.img)\" \
-  --prepare 'cp --sparse=always recipe.tpl recipe.img' -n recipe \"$(exec_in recipe.img)\"" >/dev/null
+  --prepare 'cp --sparse=never strata.tpl strata.img' -n strata-create \"$(exec_in strata.img)\" \
+  --prepare 'cp --sparse=never recipe.tpl recipe.img' -n recipe \"$(exec_in recipe.img)\"" >/dev/null
 
 mkdir "$work/bare"
 hyperfine -r "$RUNS" --export-json "$work/b.json" \
-  --prepare "sh -c 'mountpoint -q $work/bare && umount $work/bare; cp --sparse=always $d/strata.tpl $work/bare.img; mount -o loop $work/bare.img $work/bare; mkdir -p $work/bare/upper/w'" \
-  -n bare "sh -c 'tar xf $work/files.tar -C $work/bare/upper/w && sync'" >/dev/null
+  --prepare "sh -c 'mountpoint -q $work/bare && umount $work/bare; cp --sparse=never $d/strata.tpl $work/bare.img; mount -o loop $work/bare.img $work/bare; mkdir -p $work/bare/upper/w'" \
+  -n bare "sh -c '$bb tar xf $work/files.tar -C $work/bare/upper/w && sync'" >/dev/null
 
 fuse=""
-if command -v fuse2fs >/dev/null && command -v fuse-overlayfs >/dev/null; then
+if [ -z "${NOFUSE:-}" ] && command -v fuse2fs >/dev/null && command -v fuse-overlayfs >/dev/null; then
     mkdir -p "$work/fuse/ext" "$work/fuse/merged"
     hyperfine -r "$FUSE_RUNS" --export-json "$work/c.json" \
-      --prepare "sh -c 'for m in $work/fuse/merged $work/fuse/ext; do mountpoint -q \$m && umount \$m; done; cp --sparse=always $d/strata.tpl $work/fuse/img; fuse2fs $work/fuse/img $work/fuse/ext -o fakeroot; fuse-overlayfs -o lowerdir=$work/rootfs,upperdir=$work/fuse/ext/upper,workdir=$work/fuse/ext/work $work/fuse/merged'" \
-      -n fuse "sh -c 'tar xf $work/files.tar -C $work/fuse/merged/work && sync'" >/dev/null
+      --prepare "sh -c 'for m in $work/fuse/merged $work/fuse/ext; do mountpoint -q \$m && umount \$m; done; cp --sparse=never $d/strata.tpl $work/fuse/img; fuse2fs $work/fuse/img $work/fuse/ext -o fakeroot; fuse-overlayfs -o lowerdir=$work/rootfs,upperdir=$work/fuse/ext/upper,workdir=$work/fuse/ext/work $work/fuse/merged'" \
+      -n fuse "sh -c '$bb tar xf $work/files.tar -C $work/fuse/merged/work && sync'" >/dev/null
     fuse="$work/c.json"
 else
-    echo "note: fuse2fs or fuse-overlayfs missing (make bench-deps): FUSE row skipped"
+    echo "note: FUSE row skipped (NOFUSE set, or fuse2fs/fuse-overlayfs missing: make bench-deps)"
 fi
 
 python3 - "$d/a.json" "$work/b.json" $fuse <<'EOF'

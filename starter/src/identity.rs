@@ -45,18 +45,36 @@ pub fn merge_passwd(image: &str, entry: &str) -> String {
     out
 }
 
-/// Add the caller's groups: an existing group with the same gid keeps its line; otherwise
-/// the caller's line is appended.
+/// Add the caller to their groups: an image group with the same gid gets the caller (the
+/// last field of the entry) added to its members; a gid the image lacks gets the entry itself.
 pub fn merge_group(image: &str, entries: &[String]) -> String {
-    let gid = |l: &str| l.split(':').nth(2).map(str::to_string);
-    let mut out: String = image.lines().map(|l| format!("{l}\n")).collect();
+    let field = |l: &str, i: usize| l.split(':').nth(i).map(str::to_string);
+    let mut lines: Vec<String> = image.lines().map(str::to_string).collect();
     for e in entries {
-        if !image.lines().any(|l| gid(l) == gid(e)) {
-            out.push_str(e);
-            out.push('\n');
+        let (gid, user) = (field(e, 2), field(e, 3).unwrap_or_default());
+        match lines
+            .iter_mut()
+            .find(|l| !l.starts_with('#') && field(l, 2) == gid)
+        {
+            Some(line) => {
+                let f: Vec<&str> = line.splitn(4, ':').collect();
+                let members = f.get(3).copied().unwrap_or("");
+                let mut list: Vec<&str> = members.split(',').filter(|m| !m.is_empty()).collect();
+                if !user.is_empty() && !list.contains(&user.as_str()) {
+                    list.push(&user);
+                }
+                *line = format!(
+                    "{}:{}:{}:{}",
+                    f[0],
+                    f.get(1).unwrap_or(&"x"),
+                    f.get(2).unwrap_or(&""),
+                    list.join(",")
+                );
+            }
+            None => lines.push(e.clone()),
         }
     }
-    out
+    lines.iter().map(|l| format!("{l}\n")).collect()
 }
 
 fn bind_file(session: &Session, root: &OwnedFd, name: &str, content: &str) -> Result<()> {
@@ -119,9 +137,15 @@ mod tests {
     }
 
     #[test]
-    fn group_entries_are_added_once() {
-        let image = "root:x:0:\nusers:x:100:\n";
-        let out = merge_group(image, &["users:x:100:bob".into(), "big:x:100000:".into()]);
-        assert_eq!(out, "root:x:0:\nusers:x:100:\nbig:x:100000:\n");
+    fn the_caller_joins_existing_groups_and_missing_ones_are_added() {
+        let image = "root:x:0:\nusers:x:100:alice\n";
+        let entries = [
+            "users:x:100:bob".into(),
+            "big:x:100000:bob".into(),
+            "users:x:100:bob".into(),
+        ];
+        let out = merge_group(image, &entries);
+        assert_eq!(out, "root:x:0:\nusers:x:100:alice,bob\nbig:x:100000:bob\n");
+        assert_eq!(merge_group("", &["g:x:5:u".into()]), "g:x:5:u\n");
     }
 }

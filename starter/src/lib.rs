@@ -11,6 +11,7 @@ pub mod error;
 pub mod exec;
 pub mod grant;
 pub mod identity;
+pub mod keeper;
 pub mod lock;
 pub mod plan;
 pub mod session;

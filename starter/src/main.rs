@@ -8,10 +8,11 @@ use std::process::ExitCode;
 use strata_starter::caller::Caller;
 use strata_starter::error::Result;
 use strata_starter::grant::grant;
+use strata_starter::plan::LayerKind;
 use strata_starter::plan::{Plan, PLAN_FD};
 use strata_starter::session::{unshare_namespaces, Session};
 use strata_starter::trust::Install;
-use strata_starter::{assemble, drop, exec::exec, lock, supervise, sys};
+use strata_starter::{assemble, drop, exec::exec, keeper, lock, supervise, sys};
 
 /// Close every fd above 2 that the plan does not name (the plan fd is already closed).
 fn close_unnamed_fds(plan: &Plan) -> Result<()> {
@@ -86,6 +87,9 @@ fn run() -> Result<i32> {
         {
             return Ok(supervise::supervise(child));
         }
+    }
+    if !grant.namespaces.pid && !grant.layers.iter().any(|l| l.kind == LayerKind::Ext3) {
+        keeper::spawn(); // the namespace's teardown happens after the payload's exit, not in it
     }
     strata_starter::debug("privileges dropped; exec");
     exec(&grant.process, &filter, &mask)?;

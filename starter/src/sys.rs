@@ -106,6 +106,7 @@ const LOOP_CTL_GET_FREE: libc::c_ulong = 0x4C82;
 const LOOP_CONFIGURE: libc::c_ulong = 0x4C0A;
 pub const LO_FLAGS_READ_ONLY: u32 = 1;
 pub const LO_FLAGS_AUTOCLEAR: u32 = 4;
+pub const LO_FLAGS_DIRECT_IO: u32 = 16;
 
 #[repr(C)]
 struct LoopInfo64 {
@@ -389,4 +390,32 @@ pub fn sigwaitinfo(set: &nix::sys::signal::SigSet) -> Result<libc::siginfo_t> {
     // SAFETY: `set` is a valid sigset and `info` a valid out-pointer for the call.
     let rc = unsafe { libc::sigwaitinfo(set.as_ref(), &mut info) };
     check(rc as libc::c_long).map(|_| info)
+}
+
+/// `pidfd_open(pid, 0)`: an fd that becomes readable when `pid` exits.
+pub fn pidfd_open(pid: libc::pid_t) -> Result<OwnedFd> {
+    // SAFETY: integer arguments only; returns a new fd that we own.
+    owned(unsafe { libc::syscall(libc::SYS_pidfd_open, pid, 0) })
+}
+
+/// Block until `fd` is readable (for a pidfd: until its process exits).
+pub fn wait_readable(fd: &OwnedFd) {
+    let mut pfd = libc::pollfd {
+        fd: fd.as_raw_fd(),
+        events: libc::POLLIN,
+        revents: 0,
+    };
+    loop {
+        // SAFETY: `pfd` is a valid pollfd array of length 1 for the whole call.
+        let rc = unsafe { libc::poll(&mut pfd, 1, -1) };
+        if rc >= 0 || Errno::last() != Errno::EINTR {
+            return;
+        }
+    }
+}
+
+/// Leave the process now, without running destructors or atexit handlers (forked children).
+pub fn exit_now(code: i32) -> ! {
+    // SAFETY: _exit ends the process immediately; nothing afterwards runs.
+    unsafe { libc::_exit(code) }
 }

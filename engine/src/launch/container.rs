@@ -298,13 +298,9 @@ pub fn launch(req: Request<'_>) -> Result<std::convert::Infallible, LaunchError>
             ipc: flags.ipc || flags.containall,
             uts: flags.uts,
         },
-        identity: (policy.config_passwd || policy.config_group).then(|| plan::Identity {
-            passwd: identity.user.line(),
-            group: identity
-                .groups
-                .iter()
-                .map(|g| format!("{}:x:{}:{}", g.name, g.gid, identity.user.name))
-                .collect(),
+        identity: (policy.config_passwd || policy.config_group).then(|| {
+            let (passwd, group) = identity.plan_entries();
+            plan::Identity { passwd, group }
         }),
         process: Process {
             argv,
