@@ -647,6 +647,52 @@ fn plain_mkfs_image_gets_upper_and_work_owned_by_the_user() {
     }
 }
 
+/// Mount points for binds, the home directory and the identity files live in the session's stub
+/// layer: they never land in the user's overlay, which keeps only what the container wrote.
+#[test]
+fn mount_points_stay_out_of_the_users_overlay() {
+    let (Some(install), Some(users)) = (Install::shared(), Who::users()) else {
+        return;
+    };
+    for who in users {
+        let dir = who.dir();
+        let cwd = dir.path();
+        let Some(sif) = own_sif(install, &dir) else {
+            return;
+        };
+        let img = plain_ext3(who, &dir, "overlay.img", 64);
+        who.sh(cwd, "mkdir hostdir").assert_success();
+        who.strata(
+            install,
+            cwd,
+            &argv![
+                "exec",
+                "-B",
+                format!("{}:/bindpoint/deep", dir.join("hostdir").display()),
+                "-o",
+                &img,
+                &sif,
+                "sh",
+                "-c",
+                "test -d /bindpoint/deep && test -d \"$HOME\" && touch /made"
+            ],
+        )
+        .assert_success();
+        let out = strata_e2e::run_as_root(
+            &argv!["debugfs", "-R", "ls -p /upper", &img],
+            &RunOpts::new(),
+        );
+        out.assert_success();
+        let names: Vec<&str> = out
+            .stdout
+            .lines()
+            .filter_map(|l| l.split('/').nth(5))
+            .filter(|n| !n.is_empty() && *n != "." && *n != "..")
+            .collect();
+        assert_eq!(names, ["made"], "{out}");
+    }
+}
+
 #[test]
 fn an_upper_dir_owned_by_someone_else_is_refused_but_usable_read_only() {
     let (Some(install), Some(users)) = (Install::shared(), Who::users()) else {
