@@ -874,6 +874,56 @@ fn later_overlays_sit_higher_in_the_stack() {
     assert_eq!(layer(&["-o", "one.sqfs:ro"], "embedded.sif", None), "one");
 }
 
+/// `sif add` without `--groupid 1` puts the overlay partition in no group: as in Apptainer, only
+/// overlay partitions of the primary partition's group are used (the page says why it needs
+/// `--groupid 1`).
+#[test]
+fn an_overlay_partition_outside_the_primary_group_is_not_used() {
+    let (Some(install), Some(user)) = (Install::shared(), TestUser::high()) else {
+        return;
+    };
+    let who = Who::User(user);
+    let dir = who.dir();
+    let cwd = dir.path();
+    let Some(sif) = own_sif(install, &dir) else {
+        return;
+    };
+    let img = plain_ext3(who, &dir, "overlay.img", 64);
+    who.strata(
+        install,
+        cwd,
+        &argv!["exec", "-o", &img, &sif, "touch", "/made"],
+    )
+    .assert_success();
+    who.strata(
+        install,
+        cwd,
+        &[
+            "sif",
+            "add",
+            "--datatype",
+            "4",
+            "--partfs",
+            "2",
+            "--parttype",
+            "4",
+            "--partarch",
+            "2",
+            "img.sif",
+            "overlay.img",
+        ],
+    )
+    .assert_success();
+    who.strata(install, cwd, &argv!["exec", "--writable", &sif, "true"])
+        .assert_code(255)
+        .assert_stderr_contains(&format!(
+            "FATAL:   no SIF writable overlay partition found in {}",
+            sif.display()
+        ));
+    who.strata(install, cwd, &argv!["exec", &sif, "test", "-e", "/made"])
+        .assert_code(1);
+}
+
 /// A SIF given to `--overlay` contributes its overlay partitions (writable unless `:ro`, like an
 /// ext3 file); a SIF without one is refused rather than silently ignored (apptainer#562).
 #[test]
