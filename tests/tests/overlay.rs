@@ -1459,6 +1459,60 @@ fn a_writer_killed_with_sigkill_frees_the_image() {
     }
 }
 
+/// The image stays locked while anything of the container runs, not just its first process: a
+/// daemon left behind keeps the image mounted, so a second writer must wait for it (Apptainer's
+/// lock dies with its starter, and a second writer could mount the image under the daemon).
+#[test]
+fn a_process_left_running_keeps_the_image_locked_until_it_exits() {
+    let (Some(install), Some(user)) = (Install::shared(), TestUser::ordinary()) else {
+        return;
+    };
+    let who = Who::User(user);
+    let dir = who.dir();
+    let cwd = dir.path();
+    let before = HostSnapshot::take().watching([dir.path()]);
+    let Some(sif) = own_sif(install, &dir) else {
+        return;
+    };
+    let img = plain_ext3(who, &dir, "overlay.img", 64);
+    let out = who.strata(
+        install,
+        cwd,
+        &argv![
+            "exec",
+            "-o",
+            &img,
+            &sif,
+            "sh",
+            "-c",
+            "(sleep 3; echo late > /late) </dev/null >/dev/null 2>&1 & echo started"
+        ],
+    );
+    out.assert_success();
+    assert_eq!(out.stdout, "started\n");
+    let left = Instant::now();
+    who.strata(install, cwd, &argv!["exec", "-o", &img, &sif, "true"])
+        .assert_code(255)
+        .assert_stderr_contains(&in_use_by_a_writer(&img));
+    assert!(left.elapsed() < Duration::from_secs(3), "too slow to test");
+    loop {
+        let out = who.strata(
+            install,
+            cwd,
+            &argv!["exec", "-o", &img, &sif, "cat", "/late"],
+        );
+        if out.success() {
+            assert_eq!(out.stdout, "late\n");
+            break;
+        }
+        out.assert_code(255)
+            .assert_stderr_contains(&in_use_by_a_writer(&img));
+        assert!(left.elapsed() < Duration::from_secs(15), "{out}");
+        thread::sleep(Duration::from_millis(100));
+    }
+    assert_no_leak(&before);
+}
+
 #[test]
 fn the_embedded_overlay_of_a_sif_is_locked_too() {
     let (Some(install), Some(user)) = (Install::shared(), TestUser::high()) else {
