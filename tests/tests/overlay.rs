@@ -606,7 +606,7 @@ fn persistent_overlay_matrix_as_root() {
 }
 
 // ---------------------------------------------------------------------------------------------
-// Smaller overlay behaviours
+// 3. Smaller overlay behaviours (§1.2-1.5: forms, layout, ownership, stacking, refusals)
 // ---------------------------------------------------------------------------------------------
 
 #[test]
@@ -1801,91 +1801,6 @@ fn writable_tmpfs_holds_sessiondir_max_size() {
     }
 }
 
-/// Starts a container writing `marker` into the ext3 overlay `img` and waits until the write
-/// has returned; the container stays up (dropping the result stops it).
-fn write_marker(
-    install: &Install,
-    who: Who,
-    cwd: &Path,
-    img: &Path,
-    sif: &Path,
-    marker: &str,
-) -> strata_e2e::Running {
-    let mut writer = who.spawn_strata(
-        install,
-        cwd,
-        &argv![
-            "exec",
-            "-o",
-            img,
-            sif,
-            "sh",
-            "-c",
-            format!("echo {marker} > /marked; echo written; sleep 60")
-        ],
-    );
-    assert!(
-        writer.wait_for_stdout("written", READY),
-        "{}",
-        writer.stdout_so_far()
-    );
-    writer
-}
-
-fn file_contains(path: &Path, marker: &str) -> bool {
-    let bytes = fs::read(path).unwrap();
-    bytes.windows(marker.len()).any(|w| w == marker.as_bytes())
-}
-
-/// `sync writable extfs = yes` mounts the writable ext3 layer with `sync`: what the container
-/// wrote is in the image file as soon as the write returns. Without it, ext3 commits every 5 s,
-/// or when anyone on the host calls sync(2): so a control container of the default install
-/// writes first, and a round in which the control's write reached its image too (somebody
-/// synced) proves nothing and is run again.
-#[test]
-#[ignore = "bug: 'sync writable extfs = yes' is parsed but the starter never adds the sync mount option"]
-fn sync_writable_extfs_writes_through_to_the_image() {
-    let Some(shared) = Install::shared() else {
-        return;
-    };
-    let Some(install) = Install::with_config("sync writable extfs = yes\n") else {
-        return;
-    };
-    let Some(user) = TestUser::ordinary() else {
-        return;
-    };
-    let who = Who::User(user);
-    let dir = who.dir();
-    let cwd = dir.path();
-    let Some(sif) = own_sif(&install, &dir) else {
-        return;
-    };
-    for round in 0..5 {
-        let synced_img = plain_ext3(who, &dir, &format!("synced-{round}.img"), 64);
-        let control_img = plain_ext3(who, &dir, &format!("control-{round}.img"), 64);
-        let tag = format!(
-            "{}-{round}-{:?}",
-            std::process::id(),
-            Instant::now().elapsed()
-        );
-        let (synced, control) = (format!("strata-sync-{tag}"), format!("strata-ctrl-{tag}"));
-        let _control = write_marker(shared, who, cwd, &control_img, &sif, &control);
-        let _synced = write_marker(&install, who, cwd, &synced_img, &sif, &synced);
-        let found = file_contains(&synced_img, &synced);
-        if file_contains(&control_img, &control) {
-            eprintln!("round {round}: the control reached its image as well (a sync ran); again");
-            continue;
-        }
-        assert!(
-            found,
-            "with 'sync writable extfs = yes' the write is not in {} while the container runs",
-            synced_img.display()
-        );
-        return;
-    }
-    strata_e2e::skip("every round was disturbed by a sync on the host");
-}
-
 // ---------------------------------------------------------------------------------------------
 // 7. strata.conf directives
 // ---------------------------------------------------------------------------------------------
@@ -2140,4 +2055,89 @@ fn allow_container_dir_no_refuses_directory_overlays_for_root() {
     );
     who.strata(&install, cwd, &argv!["exec", &sif, "true"])
         .assert_success();
+}
+
+/// Starts a container writing `marker` into the ext3 overlay `img` and waits until the write
+/// has returned; the container stays up (dropping the result stops it).
+fn write_marker(
+    install: &Install,
+    who: Who,
+    cwd: &Path,
+    img: &Path,
+    sif: &Path,
+    marker: &str,
+) -> strata_e2e::Running {
+    let mut writer = who.spawn_strata(
+        install,
+        cwd,
+        &argv![
+            "exec",
+            "-o",
+            img,
+            sif,
+            "sh",
+            "-c",
+            format!("echo {marker} > /marked; echo written; sleep 60")
+        ],
+    );
+    assert!(
+        writer.wait_for_stdout("written", READY),
+        "{}",
+        writer.stdout_so_far()
+    );
+    writer
+}
+
+fn file_contains(path: &Path, marker: &str) -> bool {
+    let bytes = fs::read(path).unwrap();
+    bytes.windows(marker.len()).any(|w| w == marker.as_bytes())
+}
+
+/// `sync writable extfs = yes` mounts the writable ext3 layer with `sync`: what the container
+/// wrote is in the image file as soon as the write returns. Without it, ext3 commits every 5 s,
+/// or when anyone on the host calls sync(2): so a control container of the default install
+/// writes first, and a round in which the control's write reached its image too (somebody
+/// synced) proves nothing and is run again.
+#[test]
+#[ignore = "bug: 'sync writable extfs = yes' is parsed but the starter never adds the sync mount option"]
+fn sync_writable_extfs_writes_through_to_the_image() {
+    let Some(shared) = Install::shared() else {
+        return;
+    };
+    let Some(install) = Install::with_config("sync writable extfs = yes\n") else {
+        return;
+    };
+    let Some(user) = TestUser::ordinary() else {
+        return;
+    };
+    let who = Who::User(user);
+    let dir = who.dir();
+    let cwd = dir.path();
+    let Some(sif) = own_sif(&install, &dir) else {
+        return;
+    };
+    for round in 0..5 {
+        let synced_img = plain_ext3(who, &dir, &format!("synced-{round}.img"), 64);
+        let control_img = plain_ext3(who, &dir, &format!("control-{round}.img"), 64);
+        let tag = format!(
+            "{}-{round}-{:?}",
+            std::process::id(),
+            Instant::now().elapsed()
+        );
+        let (synced, control) = (format!("strata-sync-{tag}"), format!("strata-ctrl-{tag}"));
+        let _control = write_marker(shared, who, cwd, &control_img, &sif, &control);
+        let _synced = write_marker(&install, who, cwd, &synced_img, &sif, &synced);
+        let found = file_contains(&synced_img, &synced);
+        if file_contains(&control_img, &control) {
+            eprintln!("round {round}: the control reached its image as well (a sync ran); again");
+            continue;
+        }
+        assert!(
+            found,
+            "with 'sync writable extfs = yes' the write is not in {} while the container runs",
+            synced_img.display()
+        );
+        return;
+    }
+    strata_e2e::skip("every round was disturbed by a sync on the host");
 }
