@@ -2,9 +2,11 @@
 //! ids above 65535): what the payload runs, who it runs as, what it sees of the host (home,
 //! /tmp, /dev, binds, environment, processes), and what the user reads when it fails.
 //!
-//! Most tests use Apptainer's `busybox_amd64.sif` from the shared test data (skipped with a
-//! printed reason when it is absent); the fixture tests use the busybox images built at test
-//! time (sandbox directory, bare squashfs, ext3).
+//! Tests of what Apptainer's `busybox_amd64.sif` itself does (its runscript, env scripts, no test
+//! script) need it in the shared test data and are skipped with a printed reason without it.
+//! Tests of behaviour that does not depend on the image use it when it is there, else the
+//! busybox squashfs built at test time. The fixture tests run every action on the busybox
+//! images built at test time (sandbox directory, bare squashfs, ext3).
 
 mod common;
 
@@ -12,7 +14,7 @@ use std::fs;
 use std::os::unix::fs::MetadataExt;
 use std::path::Path;
 
-use common::{both_users, make_sif, reference_sif, ARCH_AMD64, ARCH_ARM64};
+use common::{both_users, busybox_image, make_sif, reference_sif, ARCH_AMD64, ARCH_ARM64};
 use strata_e2e::{
     argv, busybox, Install, Output, RunOpts, TestDir, TestUser, RUNSCRIPT_OUTPUT, TEST_OUTPUT,
 };
@@ -140,7 +142,7 @@ fn test_of_an_image_without_a_test_script_says_so_and_succeeds() {
 #[test]
 fn the_payloads_exit_code_comes_back() {
     let (Some(install), Some(users), Some(sif)) =
-        (Install::shared(), both_users(), reference_sif())
+        (Install::shared(), both_users(), busybox_image())
     else {
         return;
     };
@@ -171,7 +173,7 @@ fn the_payloads_exit_code_comes_back() {
 #[test]
 fn a_missing_command_is_fatal_with_code_255() {
     let (Some(install), Some(users), Some(sif)) =
-        (Install::shared(), both_users(), reference_sif())
+        (Install::shared(), both_users(), busybox_image())
     else {
         return;
     };
@@ -313,7 +315,7 @@ fn the_container_runs_as_the_user_with_their_groups_and_passwd_entry() {
     let (Some(install), Some(users), Some(sif), Some((group, shared_gid))) = (
         Install::shared(),
         both_users(),
-        reference_sif(),
+        busybox_image(),
         TestUser::shared_group(),
     ) else {
         return;
@@ -387,7 +389,7 @@ fn the_container_runs_as_the_user_with_their_groups_and_passwd_entry() {
 #[test]
 fn contain_gives_an_empty_private_home_a_fresh_tmp_and_a_minimal_dev() {
     let (Some(install), Some(users), Some(sif)) =
-        (Install::shared(), both_users(), reference_sif())
+        (Install::shared(), both_users(), busybox_image())
     else {
         return;
     };
@@ -433,7 +435,7 @@ fn contain_gives_an_empty_private_home_a_fresh_tmp_and_a_minimal_dev() {
 #[test]
 fn without_contain_the_host_home_is_bound_and_writes_persist() {
     let (Some(install), Some(users), Some(sif)) =
-        (Install::shared(), both_users(), reference_sif())
+        (Install::shared(), both_users(), busybox_image())
     else {
         return;
     };
@@ -462,6 +464,81 @@ fn without_contain_the_host_home_is_bound_and_writes_persist() {
     }
 }
 
+#[test]
+fn home_flag_binds_another_directory_as_the_home() {
+    let (Some(install), Some(users), Some(sif)) =
+        (Install::shared(), both_users(), busybox_image())
+    else {
+        return;
+    };
+    let script = "echo \"$HOME\"; grep \"^$(id -un):\" /etc/passwd | cut -d: -f6; \
+                  cat \"$HOME/data\"; touch \"$HOME/made\"";
+    for user in users {
+        let home = bind_source(user);
+        for (spec, dest) in [
+            (
+                format!("{}:/home/elsewhere", home.path().display()),
+                "/home/elsewhere".into(),
+            ),
+            (
+                home.path().display().to_string(),
+                home.path().display().to_string(),
+            ),
+        ] {
+            let out = strata(
+                install,
+                user,
+                &argv!["exec", "-H", spec, &sif, "sh", "-c", script],
+            );
+            assert_prints(&out, &format!("{dest}\n{dest}\n{}\n", user.name));
+            assert!(home.join("made").exists(), "{out}");
+            fs::remove_file(home.join("made")).unwrap();
+        }
+    }
+}
+
+#[test]
+fn containall_contains_files_processes_ipc_and_environment() {
+    let (Some(install), Some(users), Some(sif)) =
+        (Install::shared(), both_users(), busybox_image())
+    else {
+        return;
+    };
+    let host_ipc = fs::read_link("/proc/self/ns/ipc").unwrap();
+    let opts = RunOpts::new().env("E2E_HOST_VARIABLE", "1");
+    let script = "echo \"${E2E_HOST_VARIABLE-unset} $$ [$(ls -A ~)] $(ls /dev | wc -l)\"; \
+                  readlink /proc/self/ns/ipc";
+    for user in users {
+        for flag in ["--containall", "-C"] {
+            let out =
+                install.strata_as(user, &argv!["exec", flag, &sif, "sh", "-c", script], &opts);
+            out.assert_success();
+            let lines: Vec<&str> = out.stdout.lines().collect();
+            assert_eq!(lines[0], "unset 2 [] 13", "{out}");
+            assert_ne!(Path::new(lines[1]), host_ipc, "a new IPC namespace:\n{out}");
+            assert_eq!(out.stderr, "", "{out}");
+        }
+    }
+}
+
+#[test]
+fn ipc_and_uts_flags_give_new_namespaces() {
+    let (Some(install), Some(user), Some(sif)) =
+        (Install::shared(), TestUser::high(), busybox_image())
+    else {
+        return;
+    };
+    for (flag, ns) in [("--ipc", "ipc"), ("-i", "ipc"), ("--uts", "uts")] {
+        let link = format!("/proc/self/ns/{ns}");
+        let host = fs::read_link(&link).unwrap();
+        let out = strata(install, user, &argv!["exec", flag, &sif, "readlink", &link]);
+        out.assert_success();
+        assert_ne!(Path::new(out.stdout.trim()), host, "{flag}:\n{out}");
+        let out = strata(install, user, &argv!["exec", &sif, "readlink", &link]);
+        assert_prints(&out, &format!("{}\n", host.display()));
+    }
+}
+
 // ---------------------------------------------------------------------------------------------
 // Binds
 
@@ -475,7 +552,7 @@ fn bind_source(user: &TestUser) -> TestDir {
 #[test]
 fn bind_shows_a_host_directory_and_writes_reach_the_host() {
     let (Some(install), Some(users), Some(sif)) =
-        (Install::shared(), both_users(), reference_sif())
+        (Install::shared(), both_users(), busybox_image())
     else {
         return;
     };
@@ -512,7 +589,7 @@ fn bind_shows_a_host_directory_and_writes_reach_the_host() {
 #[test]
 fn read_only_bind_refuses_writes() {
     let (Some(install), Some(users), Some(sif)) =
-        (Install::shared(), both_users(), reference_sif())
+        (Install::shared(), both_users(), busybox_image())
     else {
         return;
     };
@@ -549,7 +626,7 @@ fn read_only_bind_refuses_writes() {
 #[test]
 fn comma_separated_binds_are_all_mounted() {
     let (Some(install), Some(users), Some(sif)) =
-        (Install::shared(), both_users(), reference_sif())
+        (Install::shared(), both_users(), busybox_image())
     else {
         return;
     };
@@ -582,7 +659,7 @@ fn comma_separated_binds_are_all_mounted() {
 #[test]
 fn apptainer_and_singularity_bind_variables_add_binds() {
     let (Some(install), Some(users), Some(sif)) =
-        (Install::shared(), both_users(), reference_sif())
+        (Install::shared(), both_users(), busybox_image())
     else {
         return;
     };
@@ -619,7 +696,7 @@ fn apptainer_and_singularity_bind_variables_add_binds() {
 #[test]
 fn bind_of_a_missing_source_is_fatal() {
     let (Some(install), Some(users), Some(sif)) =
-        (Install::shared(), both_users(), reference_sif())
+        (Install::shared(), both_users(), busybox_image())
     else {
         return;
     };
@@ -653,7 +730,7 @@ fn bind_of_a_missing_source_is_fatal() {
 #[test]
 fn bind_onto_a_path_missing_in_the_image_creates_it() {
     let (Some(install), Some(users), Some(sif)) =
-        (Install::shared(), both_users(), reference_sif())
+        (Install::shared(), both_users(), busybox_image())
     else {
         return;
     };
@@ -689,7 +766,7 @@ fn bind_onto_a_path_missing_in_the_image_creates_it() {
 #[test]
 fn host_variables_pass_unless_cleanenv() {
     let (Some(install), Some(users), Some(sif)) =
-        (Install::shared(), both_users(), reference_sif())
+        (Install::shared(), both_users(), busybox_image())
     else {
         return;
     };
@@ -711,7 +788,7 @@ fn host_variables_pass_unless_cleanenv() {
 #[test]
 fn env_flag_sets_variables_over_the_hosts() {
     let (Some(install), Some(users), Some(sif)) =
-        (Install::shared(), both_users(), reference_sif())
+        (Install::shared(), both_users(), busybox_image())
     else {
         return;
     };
@@ -755,7 +832,7 @@ fn env_flag_sets_variables_over_the_hosts() {
 #[test]
 fn env_file_sets_variables() {
     let (Some(install), Some(users), Some(sif)) =
-        (Install::shared(), both_users(), reference_sif())
+        (Install::shared(), both_users(), busybox_image())
     else {
         return;
     };
@@ -786,7 +863,7 @@ fn env_file_sets_variables() {
 #[test]
 fn apptainerenv_and_singularityenv_prefixes_set_variables() {
     let (Some(install), Some(users), Some(sif)) =
-        (Install::shared(), both_users(), reference_sif())
+        (Install::shared(), both_users(), busybox_image())
     else {
         return;
     };
@@ -822,7 +899,7 @@ fn apptainerenv_and_singularityenv_prefixes_set_variables() {
 #[test]
 fn pwd_sets_the_working_directory() {
     let (Some(install), Some(users), Some(sif)) =
-        (Install::shared(), both_users(), reference_sif())
+        (Install::shared(), both_users(), busybox_image())
     else {
         return;
     };
@@ -894,7 +971,7 @@ fn apptainer_env_scripts_of_the_image_are_honoured() {
 #[test]
 fn pid_namespace_hides_the_host_processes() {
     let (Some(install), Some(users), Some(sif)) =
-        (Install::shared(), both_users(), reference_sif())
+        (Install::shared(), both_users(), busybox_image())
     else {
         return;
     };

@@ -21,6 +21,27 @@ pub fn reference_sif() -> Option<PathBuf> {
     }
 }
 
+/// An image for tests of behaviour that does not depend on the image's contents: Apptainer's
+/// busybox SIF when the shared test data has it, else the busybox squashfs built at test time
+/// (with a printed note), so that these tests run everywhere.
+pub fn busybox_image() -> Option<PathBuf> {
+    let sif = strata_e2e::shared_testdata()
+        .map(|d| d.join("apptainer/busybox_amd64.sif"))
+        .filter(|p| p.is_file());
+    match sif {
+        Some(sif) => Some(sif),
+        None => {
+            let images = strata_e2e::busybox()?;
+            eprintln!(
+                "NOTE: {}: no busybox_amd64.sif in the shared test data; using {}",
+                std::thread::current().name().unwrap_or("test"),
+                images.squashfs.display()
+            );
+            Some(images.squashfs.clone())
+        }
+    }
+}
+
 /// The ordinary user and the one with ids above 65535.
 pub fn both_users() -> Option<[&'static TestUser; 2]> {
     Some([TestUser::ordinary()?, TestUser::high()?])
