@@ -197,7 +197,6 @@ fn a_payload_that_traps_sigterm_receives_it() {
 /// survive `execve`, so the starter must give the payload the default action back. Otherwise a
 /// writer into a closed pipe gets EPIPE instead of dying quietly: `yes | head -n 1` never ends.
 #[test]
-#[ignore = "bug: the payload inherits SIGPIPE ignored from the Rust starter; `yes | head -n 1` never ends"]
 fn the_payload_gets_the_default_sigpipe_action() {
     let (Some(install), Some(user)) = (Install::shared(), TestUser::ordinary()) else {
         return;
@@ -308,7 +307,6 @@ fn kill_9_of_a_running_container_with_a_pid_namespace_leaves_nothing() {
 /// With --pid, strata's process is the monitor outside the namespace; the init inside must die
 /// with it whenever it is killed. Sweeps the start-up in 20 us steps to hit every window.
 #[test]
-#[ignore = "bug: a --pid container outlives its monitor killed before the init has (re-)armed PR_SET_PDEATHSIG; nothing checks the monitor is still alive"]
 fn kill_9_while_a_pid_namespace_container_starts_leaves_nothing() {
     let moments: Vec<Option<u64>> = (0..300).map(|i| Some(i * 20)).collect();
     kill_9_leaves_nothing(true, &moments);
