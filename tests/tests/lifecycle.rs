@@ -4,6 +4,7 @@
 
 mod common;
 
+use std::fs;
 use std::path::{Path, PathBuf};
 use std::sync::Once;
 use std::thread;
@@ -401,4 +402,59 @@ fn a_hundred_concurrent_execs_share_loop_devices_when_allowed() {
     drop(holders);
     assert_no_leak(&before);
     assert_no_loop_device_for(&image);
+}
+
+/// `strata sif del` (any change to a SIF) waits briefly, then refuses, while a container has the
+/// image mounted; once it has stopped, the change goes through.
+#[test]
+fn a_sif_in_use_by_a_container_cannot_be_changed() {
+    let (Some(install), Some(user), Some(images)) =
+        (Install::shared(), TestUser::ordinary(), busybox())
+    else {
+        return;
+    };
+    let dir = TestDir::owned_by(user).unwrap();
+    let sif = common::make_sif(
+        install,
+        user,
+        &dir,
+        &images.squashfs,
+        common::ARCH_AMD64,
+        "used.sif",
+    );
+    let def = dir.write("def", "bootstrap: scratch\n", 0o644);
+    install
+        .strata_as(
+            user,
+            &argv!["sif", "add", "--datatype", "1", &sif, &def],
+            &RunOpts::new(),
+        )
+        .assert_success();
+    let before = fs::read(&sif).unwrap();
+    let mut running = spawn_as(
+        user,
+        &argv![
+            install.strata(),
+            "exec",
+            &sif,
+            "sh",
+            "-c",
+            "echo ready; sleep 30"
+        ],
+        &RunOpts::new(),
+    );
+    assert!(running.wait_for_stdout("ready", Duration::from_secs(10)));
+    let out = install.strata_as(user, &argv!["sif", "del", "2", &sif], &RunOpts::new());
+    out.assert_code(255).assert_stderr_contains(
+        "is in use by a running container; stop it before changing the image",
+    );
+    assert!(
+        fs::read(&sif).unwrap() == before,
+        "the image changed while in use"
+    );
+    running.signal(libc::SIGKILL);
+    let _ = running.wait();
+    install
+        .strata_as(user, &argv!["sif", "del", "2", &sif], &RunOpts::new())
+        .assert_success();
 }
