@@ -73,7 +73,7 @@ echo "== start-to-exit of /bin/true, $RUNS runs each, as uid $(id -u "$user")"
 as_user "hyperfine -N -w 5 -r $RUNS --export-json $work/out/a.json $cmds" >/dev/null 2>&1 || as_user "hyperfine -N -w 5 -r $RUNS --export-json $work/out/a.json $cmds"
 
 # Shared: keep one container of the image running, then time more starts beside it.
-su "$user" -s /bin/sh -c "cd /tmp && exec $work/shared/bin/strata exec $IMAGE sleep 600" &
+su "$user" -s /bin/sh -c "cd /tmp && exec $work/shared/bin/strata exec $IMAGE sleep 600" 2>/dev/null &
 keeper=$!
 sleep 1
 as_user "hyperfine -N -w 5 -r $RUNS --export-json $work/out/b.json '$work/shared/bin/strata exec $IMAGE /bin/true'" >/dev/null 2>&1

@@ -700,7 +700,7 @@ impl Session {
                 dest: b.dest.clone(),
                 is_dir: b.is_dir,
                 source: Source::Tree(tree),
-                required: true,
+                required: !b.optional,
             });
         }
         for m in mounts {

@@ -35,6 +35,7 @@ pub struct GrantedBind {
     pub fd: RawFd,
     pub dest: String,
     pub readonly: bool,
+    pub optional: bool,
     pub is_dir: bool,
 }
 
@@ -370,6 +371,7 @@ impl Checker<'_> {
             fd: b.fd,
             dest,
             readonly: b.readonly,
+            optional: b.optional,
             is_dir,
         })
     }

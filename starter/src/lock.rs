@@ -1,5 +1,6 @@
-//! Open-file-description locks on ext3 layers: a write lock for the writable layer, a read lock
-//! for read-only use, so two writers can never corrupt one image.
+//! Open-file-description locks on image layers: a write lock for the writable layer, a read
+//! lock for read-only use, so two writers can never corrupt one image and no tool changes an
+//! image that is mounted.
 //!
 //! The lock belongs to the open file description the caller passed. The loop device keeps a
 //! reference to that description for as long as it is attached, so the lock lives exactly as
@@ -46,9 +47,10 @@ fn conflicting(fd: std::os::fd::BorrowedFd<'_>, offset: u64, len: u64) -> Option
     (probe.l_type != libc::F_UNLCK as libc::c_short).then_some(probe.l_type)
 }
 
-/// Take the locks of every ext3 layer of the grant.
+/// Take the locks of every image layer of the grant (a read lock on a squashfs keeps tools such
+/// as `strata sif add` or `overlay resize` from changing an image a container has mounted).
 pub fn lock_layers(grant: &Grant) -> Result<()> {
-    for layer in grant.layers.iter().filter(|l| l.kind == LayerKind::Ext3) {
+    for layer in grant.layers.iter().filter(|l| l.kind != LayerKind::Dir) {
         let shown = layer.path.display();
         let fd = grant.fd(layer.fd);
         match lock_range(fd, layer.offset, layer.size, layer.writable) {

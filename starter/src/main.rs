@@ -32,6 +32,16 @@ fn close_unnamed_fds(plan: &Plan) -> Result<()> {
         .map_err(|e| strata_starter::err!("close_range: {e}"))
 }
 
+/// SIGKILL when the monitor dies; if it already has, leave now.
+fn arm_parent_death(monitor: &std::os::fd::OwnedFd) -> Result<()> {
+    sys::set_parent_death_signal(libc::SIGKILL)
+        .map_err(|e| strata_starter::err!("PR_SET_PDEATHSIG: {e}"))?;
+    if sys::has_exited(monitor) {
+        sys::exit_now(255);
+    }
+    Ok(())
+}
+
 fn run() -> Result<i32> {
     strata_starter::mark_start();
     sys::set_dumpable(false).map_err(|e| strata_starter::err!("PR_SET_DUMPABLE: {e}"))?;
@@ -58,8 +68,12 @@ fn run() -> Result<i32> {
     let detached = assemble::detach_caller_trees(&grant)?; // clones made in the caller's namespace
     let mask = supervise::block();
     unshare_namespaces(&grant)?;
-    if grant.namespaces.pid {
-        // The next child is the namespace's init; we stay outside as its monitor.
+    // With a pid namespace the next child is the namespace's init and we stay outside as its
+    // monitor. The init must die with the monitor: a parent-death signal, re-armed after each
+    // credential change, plus a pidfd check for a monitor that died before it was armed.
+    let monitor = if grant.namespaces.pid {
+        let me = sys::pidfd_open(std::process::id() as libc::pid_t)
+            .map_err(|e| strata_starter::err!("pidfd_open: {e}"))?;
         if let nix::unistd::ForkResult::Parent { child } =
             sys::fork().map_err(|e| strata_starter::err!("fork: {e}"))?
         {
@@ -67,9 +81,11 @@ fn run() -> Result<i32> {
             drop::drop_privileges_for_good(&caller)?;
             return Ok(supervise::supervise(child));
         }
-        sys::set_parent_death_signal(libc::SIGKILL)
-            .map_err(|e| strata_starter::err!("PR_SET_PDEATHSIG: {e}"))?;
-    }
+        arm_parent_death(&me)?;
+        Some(me)
+    } else {
+        None
+    };
     strata_starter::debug("namespaces entered");
     let session = Session::mount(&install.session_dir, grant.session_size_mib)?;
     let root = session.assemble(&grant, &caller, detached)?; // loops, mounts, overlay, binds
@@ -78,10 +94,9 @@ fn run() -> Result<i32> {
     grant.close_fds();
     let filter = drop::payload_filter()?;
     drop::drop_privileges_for_good(&caller)?; // ids, groups, caps, no_new_privs; verified
-    if grant.namespaces.pid {
+    if let Some(monitor) = &monitor {
         // We are pid 1: fork the payload and stay as its init (reaps, forwards signals).
-        sys::set_parent_death_signal(libc::SIGKILL)
-            .map_err(|e| strata_starter::err!("PR_SET_PDEATHSIG: {e}"))?;
+        arm_parent_death(monitor)?;
         if let nix::unistd::ForkResult::Parent { child } =
             sys::fork().map_err(|e| strata_starter::err!("fork: {e}"))?
         {

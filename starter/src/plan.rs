@@ -83,6 +83,10 @@ pub struct Bind {
     pub dest: String,
     #[serde(default)]
     pub readonly: bool,
+    /// Skip it with a warning when the destination cannot be made (system binds such as the
+    /// home directory on a `--writable` sandbox); a user's `-B` bind is never optional.
+    #[serde(default)]
+    pub optional: bool,
 }
 
 #[derive(Serialize, Deserialize, Debug, Clone, Copy, PartialEq, Eq, Default)]
@@ -235,6 +239,7 @@ mod tests {
                 fd: 5,
                 dest: "/data".into(),
                 readonly: true,
+                optional: false,
             }],
             mounts: Mounts {
                 proc: true,

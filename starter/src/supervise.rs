@@ -39,8 +39,14 @@ pub fn block() -> SigSet {
     old
 }
 
-/// Give the payload back the mask it would have had.
+/// Give the payload back the mask it would have had, and the default action for every signal
+/// the starter handles or ignores itself (the Rust runtime ignores SIGPIPE; an ignored signal
+/// would survive `execve`, and `yes | head -1` would never end).
 pub fn restore(old: &SigSet) {
+    let default = SigAction::new(SigHandler::SigDfl, SaFlags::empty(), SigSet::empty());
+    for &sig in FORWARDED.iter().chain([Signal::SIGPIPE].iter()) {
+        sys::install_handler(sig, &default);
+    }
     let _ = nix::sys::signal::sigprocmask(SigmaskHow::SIG_SETMASK, Some(old), None);
 }
 

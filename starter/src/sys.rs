@@ -378,8 +378,8 @@ pub fn kill(pid: libc::pid_t, sig: libc::c_int) {
 
 /// Install a signal handler.
 pub fn install_handler(sig: nix::sys::signal::Signal, action: &nix::sys::signal::SigAction) {
-    // SAFETY: the only handler installed through here is an empty `extern "C" fn` that touches
-    // no state, so it is async-signal-safe.
+    // SAFETY: the only handlers installed through here are SIG_DFL and an empty `extern "C" fn`
+    // that touches no state, so they are async-signal-safe.
     let _ = unsafe { nix::sys::signal::sigaction(sig, action) };
 }
 
@@ -396,6 +396,17 @@ pub fn sigwaitinfo(set: &nix::sys::signal::SigSet) -> Result<libc::siginfo_t> {
 pub fn pidfd_open(pid: libc::pid_t) -> Result<OwnedFd> {
     // SAFETY: integer arguments only; returns a new fd that we own.
     owned(unsafe { libc::syscall(libc::SYS_pidfd_open, pid, 0) })
+}
+
+/// Has the process behind `pidfd` exited? (Never blocks.)
+pub fn has_exited(pidfd: &OwnedFd) -> bool {
+    let mut pfd = libc::pollfd {
+        fd: pidfd.as_raw_fd(),
+        events: libc::POLLIN,
+        revents: 0,
+    };
+    // SAFETY: `pfd` is a valid pollfd array of length 1; a zero timeout never blocks.
+    unsafe { libc::poll(&mut pfd, 1, 0) > 0 }
 }
 
 /// Block until `fd` is readable (for a pidfd: until its process exits).

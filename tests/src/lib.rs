@@ -115,6 +115,7 @@ pub fn sweep_leftovers() {
 #[macro_export]
 macro_rules! argv {
     ($($arg:expr),* $(,)?) => {
-        vec![$(::std::ffi::OsString::from(::std::convert::AsRef::<::std::ffi::OsStr>::as_ref(&$arg))),*]
+        // Vec::from of an array, not vec!: clippy's useless_vec would flag every `&argv![..]`.
+        ::std::vec::Vec::<::std::ffi::OsString>::from([$(::std::ffi::OsString::from(::std::convert::AsRef::<::std::ffi::OsStr>::as_ref(&$arg))),*])
     };
 }

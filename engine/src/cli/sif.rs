@@ -195,6 +195,29 @@ fn open_image(path: &Path, write: bool, also_read: &[&Path]) -> Result<(File, Si
         .open(path)
         .map_err(|e| format!("could not open image {}: {e}", path.display()))?;
     if write {
+        // Never change an image a container is using: containers hold read locks on the
+        // layers they mount from it (and a write lock on a writable overlay partition).
+        // A container that just exited may still be tearing down for a moment: retry briefly.
+        let mut attempt = 0;
+        let locked = loop {
+            match crate::overlay::lock_range(&file, 0, 0, true) {
+                Err(crate::overlay::LockError::InUse) if attempt < 20 => {
+                    attempt += 1;
+                    std::thread::sleep(std::time::Duration::from_millis(100));
+                }
+                other => break other,
+            }
+        };
+        match locked {
+            Ok(()) => {}
+            Err(crate::overlay::LockError::InUse) => {
+                return Err(format!(
+                    "{} is in use by a running container; stop it before changing the image",
+                    path.display()
+                ))
+            }
+            Err(e) => return Err(format!("could not lock {}: {e}", path.display())),
+        }
         confine::restrict_to(also_read, &[path]);
     } else {
         confine::restrict_to(&[also_read, &[path]].concat(), &[]);

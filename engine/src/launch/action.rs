@@ -172,6 +172,8 @@ done
 for __strata_n in $__strata_user; do
     eval "if [ -n \"\${$__strata_n+x}\" ]; then __strata_u_$__strata_n=\$$__strata_n; unset $__strata_n; fi"
 done
+# The running shell's own default prompt is not the image's: only the image or the user sets it.
+unset PS1
 __strata_runtimevars=
 if [ -d "$__strata_root/.singularity.d/env" ]; then
     for __strata_script in "$__strata_root"/.singularity.d/env/*.sh; do

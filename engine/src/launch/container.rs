@@ -240,6 +240,9 @@ pub fn launch(req: Request<'_>) -> Result<std::convert::Infallible, LaunchError>
             });
         }
     }
+    // Binds so far are the system's (admin paths, tmp, home, cwd): skipped with a warning where
+    // the image has no place for them; the user's own binds below must succeed.
+    let system_binds = specs.len();
     let user_binds = binds::resolve_binds(
         &flags.bind,
         &binds::bind_env_values(|k| std::env::var(k).ok()),
@@ -264,6 +267,7 @@ pub fn launch(req: Request<'_>) -> Result<std::convert::Infallible, LaunchError>
             fd,
             dest: spec.dest.as_str().to_string(),
             readonly: spec.readonly,
+            optional: plan_binds.len() < system_binds,
         });
     }
 
