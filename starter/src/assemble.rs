@@ -158,6 +158,8 @@ fn mount_image(
     let mut flags = MsFlags::MS_NOSUID | MsFlags::MS_NODEV;
     if !layer.writable {
         flags |= MsFlags::MS_RDONLY;
+    } else if grant.sync_writable_extfs {
+        flags |= MsFlags::MS_SYNCHRONOUS; // 'sync writable extfs = yes'
     }
     let (fstype, data) = match layer.kind {
         LayerKind::Squashfs => ("squashfs", None),
@@ -524,12 +526,18 @@ impl Session {
                     dir_o_path(&target)?
                 }
             };
-            if i == 0 && is_upper {
-                // --writable on a sandbox directory or an ext3 rootfs: no overlay at all.
+            if i == 0 && (is_upper || !grant.overlay_enabled) {
+                // --writable on a sandbox directory or an ext3 rootfs, or 'enable overlay = no':
+                // no overlay at all, so no stub for missing mount points either.
                 let target = self.path("final");
                 std::fs::create_dir(&target)
                     .context(|| "cannot create the session layout".into())?;
-                let tree = bind_tree(&root, false, NOSUID | NODEV)?;
+                let attrs = if is_upper {
+                    NOSUID | NODEV
+                } else {
+                    NOSUID | NODEV | libc::MOUNT_ATTR_RDONLY
+                };
+                let tree = bind_tree(&root, false, attrs)?;
                 sys::move_mount_to(&tree, &dir_o_path(&target)?)
                     .context(|| format!("cannot mount {shown}"))?;
                 direct_root = Some(target);

@@ -66,6 +66,10 @@ pub struct Grant {
     pub max_loop_devices: u32,
     /// Reuse a read-only loop device already bound to the same image range.
     pub shared_loop_devices: bool,
+    /// `enable overlay`: without it the rootfs is the root, with no overlayfs (and no stub).
+    pub overlay_enabled: bool,
+    /// `sync writable extfs`: the writable ext3 layer is mounted `sync`.
+    pub sync_writable_extfs: bool,
     /// The fds adopted from the caller, by number.
     owned: BTreeMap<RawFd, OwnedFd>,
 }
@@ -538,6 +542,8 @@ pub fn grant(policy: &Policy, caller: &Caller, plan: &Plan) -> Result<Grant> {
         },
         max_loop_devices: policy.max_loop_devices,
         shared_loop_devices: policy.shared_loop_devices,
+        overlay_enabled: policy.enable_overlay != EnableOverlay::No,
+        sync_writable_extfs: policy.sync_writable_extfs,
         owned: c.owned,
     })
 }

@@ -1855,7 +1855,6 @@ fn enable_overlay_no_refuses_every_overlay() {
 /// (`grep "\- overlay overlay" /proc/self/mountinfo` → 1), and strata.conf says that binds onto
 /// paths missing from the image are refused then.
 #[test]
-#[ignore = "bug: with 'enable overlay = no' the starter still assembles every container with overlayfs and lets binds onto missing paths through its stub layer"]
 fn enable_overlay_no_mounts_no_overlayfs() {
     let Some(install) = Install::with_config("enable overlay = no\n") else {
         return;
@@ -2099,7 +2098,6 @@ fn file_contains(path: &Path, marker: &str) -> bool {
 /// writes first, and a round in which the control's write reached its image too (somebody
 /// synced) proves nothing and is run again.
 #[test]
-#[ignore = "bug: 'sync writable extfs = yes' is parsed but the starter never adds the sync mount option"]
 fn sync_writable_extfs_writes_through_to_the_image() {
     let Some(shared) = Install::shared() else {
         return;
