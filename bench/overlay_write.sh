@@ -69,19 +69,19 @@ exec_in() { echo "$strata exec -B $work/files.tar:/files.tar --overlay $1 $work/
 
 echo "== untar $NFILES x 4 KiB + sync, $RUNS runs each"
 as_user "hyperfine -N -r $RUNS --export-json $d/a.json \
-  --prepare 'cp --sparse=never strata.tpl strata.img' -n strata-create \"$(exec_in strata.img)\" \
-  --prepare 'cp --sparse=never recipe.tpl recipe.img' -n recipe \"$(exec_in recipe.img)\"" >/dev/null
+  --prepare 'sh -c \"cp --sparse=never strata.tpl strata.img && sync\"' -n strata-create \"$(exec_in strata.img)\" \
+  --prepare 'sh -c \"cp --sparse=never recipe.tpl recipe.img && sync\"' -n recipe \"$(exec_in recipe.img)\"" >/dev/null
 
 mkdir "$work/bare"
 hyperfine -r "$RUNS" --export-json "$work/b.json" \
-  --prepare "sh -c 'mountpoint -q $work/bare && umount $work/bare; cp --sparse=never $d/strata.tpl $work/bare.img; mount -o loop $work/bare.img $work/bare; mkdir -p $work/bare/upper/w'" \
+  --prepare "sh -c 'mountpoint -q $work/bare && umount $work/bare; cp --sparse=never $d/strata.tpl $work/bare.img; mount -o loop $work/bare.img $work/bare; mkdir -p $work/bare/upper/w; sync'" \
   -n bare "sh -c '$bb tar xf $work/files.tar -C $work/bare/upper/w && sync'" >/dev/null
 
 fuse=""
 if [ -z "${NOFUSE:-}" ] && command -v fuse2fs >/dev/null && command -v fuse-overlayfs >/dev/null; then
     mkdir -p "$work/fuse/ext" "$work/fuse/merged"
     hyperfine -r "$FUSE_RUNS" --export-json "$work/c.json" \
-      --prepare "sh -c 'for m in $work/fuse/merged $work/fuse/ext; do mountpoint -q \$m && umount \$m; done; cp --sparse=never $d/strata.tpl $work/fuse/img; fuse2fs $work/fuse/img $work/fuse/ext -o fakeroot; fuse-overlayfs -o lowerdir=$work/rootfs,upperdir=$work/fuse/ext/upper,workdir=$work/fuse/ext/work $work/fuse/merged'" \
+      --prepare "sh -c 'for m in $work/fuse/merged $work/fuse/ext; do mountpoint -q \$m && umount \$m; done; cp --sparse=never $d/strata.tpl $work/fuse/img; fuse2fs $work/fuse/img $work/fuse/ext -o fakeroot; fuse-overlayfs -o lowerdir=$work/rootfs,upperdir=$work/fuse/ext/upper,workdir=$work/fuse/ext/work $work/fuse/merged; sync'" \
       -n fuse "sh -c '$bb tar xf $work/files.tar -C $work/fuse/merged/work && sync'" >/dev/null
     fuse="$work/c.json"
 else
