@@ -35,11 +35,9 @@ impl fmt::Display for LookupError {
             LookupError::Io { file, message } => {
                 write!(f, "cannot read {}: {message}", file.display())
             }
-            LookupError::TooLarge { file } => write!(
-                f,
-                "{} is larger than {MAX_ID_FILE_SIZE} bytes",
-                file.display()
-            ),
+            LookupError::TooLarge { file } => {
+                write!(f, "{} is larger than {MAX_ID_FILE_SIZE} bytes", file.display())
+            }
         }
     }
 }
@@ -62,10 +60,7 @@ pub fn resolve_gid(name: &str, group: &Path) -> Result<Option<u32>, LookupError>
 /// entry with the name wins, as with `getpwnam`. Comments, NIS `+`/`-` lines and malformed
 /// entries are skipped.
 fn lookup(name: &str, file: &Path) -> Result<Option<u32>, LookupError> {
-    let io_err = |err: std::io::Error| LookupError::Io {
-        file: file.to_path_buf(),
-        message: err.to_string(),
-    };
+    let io_err = |err: std::io::Error| LookupError::Io { file: file.to_path_buf(), message: err.to_string() };
     if name.is_empty() || name.contains(':') || name.contains('\n') {
         return Ok(None);
     }
@@ -75,9 +70,7 @@ fn lookup(name: &str, file: &Path) -> Result<Option<u32>, LookupError> {
         let line = line.map_err(io_err)?;
         total = total.saturating_add(line.len() as u64 + 1);
         if total > MAX_ID_FILE_SIZE {
-            return Err(LookupError::TooLarge {
-                file: file.to_path_buf(),
-            });
+            return Err(LookupError::TooLarge { file: file.to_path_buf() });
         }
         let mut fields = line.split(|&b| b == b':');
         let (Some(entry), Some(_), Some(id)) = (fields.next(), fields.next(), fields.next()) else {

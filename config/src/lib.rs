@@ -137,10 +137,7 @@ impl Policy {
             mount_devpts: true,
             mount_home: true,
             mount_tmp: true,
-            bind_paths: vec![
-                BindPath::same("/etc/localtime"),
-                BindPath::same("/etc/hosts"),
-            ],
+            bind_paths: vec![BindPath::same("/etc/localtime"), BindPath::same("/etc/hosts")],
             user_bind_control: true,
             config_passwd: true,
             config_group: true,
@@ -207,10 +204,7 @@ impl Policy {
     /// file, e.g. `readlink /proc/self/fd/N`)? True when the directive is unset.
     pub fn path_allowed(&self, path: &Path) -> bool {
         self.limit_container_paths.is_empty()
-            || self
-                .limit_container_paths
-                .iter()
-                .any(|allowed| path_is_within(path, allowed))
+            || self.limit_container_paths.iter().any(|allowed| path_is_within(path, allowed))
     }
 
     /// Does `limit container owners` allow an image owned by `uid`? Names are resolved in the
@@ -260,10 +254,7 @@ pub struct BindPath {
 
 impl BindPath {
     fn same(path: &str) -> BindPath {
-        BindPath {
-            source: PathBuf::from(path),
-            destination: PathBuf::from(path),
-        }
+        BindPath { source: PathBuf::from(path), destination: PathBuf::from(path) }
     }
 }
 
@@ -281,10 +272,7 @@ impl UserSpec {
             UserSpec::Uid(uid) => Ok(*uid),
             UserSpec::Name(name) => match resolve_uid(name, passwd)? {
                 Some(uid) => Ok(uid),
-                None => Err(LookupError::Unknown {
-                    name: name.clone(),
-                    file: passwd.to_path_buf(),
-                }),
+                None => Err(LookupError::Unknown { name: name.clone(), file: passwd.to_path_buf() }),
             },
         }
     }
@@ -313,10 +301,7 @@ impl GroupSpec {
             GroupSpec::Gid(gid) => Ok(*gid),
             GroupSpec::Name(name) => match resolve_gid(name, group)? {
                 Some(gid) => Ok(gid),
-                None => Err(LookupError::Unknown {
-                    name: name.clone(),
-                    file: group.to_path_buf(),
-                }),
+                None => Err(LookupError::Unknown { name: name.clone(), file: group.to_path_buf() }),
             },
         }
     }

@@ -5,8 +5,8 @@ use std::io::Read;
 use std::path::{Component, Path, PathBuf};
 
 use crate::{
-    BindPath, EnableOverlay, GroupSpec, MemoryFsType, MountDev, Policy, RootCapabilities,
-    SetuidMount, UserSpec,
+    BindPath, EnableOverlay, GroupSpec, MemoryFsType, MountDev, Policy, RootCapabilities, SetuidMount,
+    UserSpec,
 };
 
 /// The largest `strata.conf` accepted, in bytes.
@@ -32,10 +32,7 @@ pub struct ConfigError {
 #[non_exhaustive]
 pub enum ErrorKind {
     /// The file could not be opened or read.
-    Io {
-        kind: std::io::ErrorKind,
-        message: String,
-    },
+    Io { kind: std::io::ErrorKind, message: String },
     /// Larger than [`MAX_FILE_SIZE`].
     TooLarge { limit: u64 },
     /// More than [`MAX_LINES`] lines.
@@ -53,35 +50,21 @@ pub enum ErrorKind {
     /// An Apptainer directive that strata does not implement.
     UnsupportedDirective(String),
     /// A value the directive does not accept.
-    BadValue {
-        directive: &'static str,
-        value: String,
-        expected: &'static str,
-    },
+    BadValue { directive: &'static str, value: String, expected: &'static str },
     /// A directive that takes one value, given a second time.
-    Repeated {
-        directive: &'static str,
-        first_line: usize,
-    },
+    Repeated { directive: &'static str, first_line: usize },
 }
 
 impl ConfigError {
     fn at(origin: &Path, line: usize, kind: ErrorKind) -> ConfigError {
-        ConfigError {
-            origin: origin.to_path_buf(),
-            line: Some(line),
-            kind,
-        }
+        ConfigError { origin: origin.to_path_buf(), line: Some(line), kind }
     }
 
     pub(crate) fn io(origin: &Path, err: &std::io::Error) -> ConfigError {
         ConfigError {
             origin: origin.to_path_buf(),
             line: None,
-            kind: ErrorKind::Io {
-                kind: err.kind(),
-                message: err.to_string(),
-            },
+            kind: ErrorKind::Io { kind: err.kind(), message: err.to_string() },
         }
     }
 
@@ -89,9 +72,7 @@ impl ConfigError {
     pub fn directive(&self) -> Option<&str> {
         match &self.kind {
             ErrorKind::UnknownDirective(d) | ErrorKind::UnsupportedDirective(d) => Some(d),
-            ErrorKind::BadValue { directive, .. } | ErrorKind::Repeated { directive, .. } => {
-                Some(directive)
-            }
+            ErrorKind::BadValue { directive, .. } | ErrorKind::Repeated { directive, .. } => Some(directive),
             _ => None,
         }
     }
@@ -113,22 +94,15 @@ impl fmt::Display for ConfigError {
             ErrorKind::MissingEquals => f.write_str(r#"expected "directive = value""#),
             ErrorKind::MissingDirective => f.write_str(r#"no directive before "=""#),
             ErrorKind::UnknownDirective(d) => write!(f, "unknown directive {d:?}"),
-            ErrorKind::UnsupportedDirective(d) => write!(
-                f,
-                "{d:?} is an Apptainer directive that strata does not support; remove it"
-            ),
-            ErrorKind::BadValue {
-                directive,
-                value,
-                expected,
-            } => write!(f, "\"{directive}\" must be {expected}, not {value:?}"),
-            ErrorKind::Repeated {
-                directive,
-                first_line,
-            } => write!(
-                f,
-                "\"{directive}\" is already set on line {first_line}; give it once"
-            ),
+            ErrorKind::UnsupportedDirective(d) => {
+                write!(f, "{d:?} is an Apptainer directive that strata does not support; remove it")
+            }
+            ErrorKind::BadValue { directive, value, expected } => {
+                write!(f, "\"{directive}\" must be {expected}, not {value:?}")
+            }
+            ErrorKind::Repeated { directive, first_line } => {
+                write!(f, "\"{directive}\" is already set on line {first_line}; give it once")
+            }
         }
     }
 }
@@ -181,8 +155,7 @@ const TABLE: &[Directive] = &[
     Directive {
         name: "max loop devices",
         kind: Kind::Scalar(|p, v| {
-            p.max_loop_devices =
-                number(v, 0, u32::MAX.into(), "a whole number from 0 to 4294967295")? as u32;
+            p.max_loop_devices = number(v, 0, u32::MAX.into(), "a whole number from 0 to 4294967295")? as u32;
             Ok(())
         }),
     },
@@ -256,28 +229,16 @@ const TABLE: &[Directive] = &[
     Directive {
         name: "sessiondir max size",
         kind: Kind::Scalar(|p, v| {
-            p.sessiondir_max_size_mib = number(
-                v,
-                1,
-                MAX_SESSIONDIR_MIB,
-                "a whole number of MiB from 1 to 1048576",
-            )?;
+            p.sessiondir_max_size_mib =
+                number(v, 1, MAX_SESSIONDIR_MIB, "a whole number of MiB from 1 to 1048576")?;
             Ok(())
         }),
     },
     enumerated!("enable overlay", enable_overlay, EnableOverlay),
-    enumerated!(
-        "allow setuid-mount squashfs",
-        allow_setuid_mount_squashfs,
-        SetuidMount
-    ),
+    enumerated!("allow setuid-mount squashfs", allow_setuid_mount_squashfs, SetuidMount),
     boolean!("allow setuid-mount extfs", allow_setuid_mount_extfs),
     boolean!("sync writable extfs", sync_writable_extfs),
-    enumerated!(
-        "root default capabilities",
-        root_default_capabilities,
-        RootCapabilities
-    ),
+    enumerated!("root default capabilities", root_default_capabilities, RootCapabilities),
     boolean!("mount slave", mount_slave),
     enumerated!("memory fs type", memory_fs_type, MemoryFsType),
 ];
@@ -343,9 +304,7 @@ fn too_large(origin: &Path) -> ConfigError {
     ConfigError {
         origin: origin.to_path_buf(),
         line: None,
-        kind: ErrorKind::TooLarge {
-            limit: MAX_FILE_SIZE,
-        },
+        kind: ErrorKind::TooLarge { limit: MAX_FILE_SIZE },
     }
 }
 
@@ -391,20 +350,13 @@ pub(crate) fn parse(text: &str, origin: &Path) -> Result<Policy, ConfigError> {
             Err(ConfigError::at(
                 origin,
                 lineno,
-                ErrorKind::BadValue {
-                    directive: directive.name,
-                    value: value.to_string(),
-                    expected,
-                },
+                ErrorKind::BadValue { directive: directive.name, value: value.to_string(), expected },
             ))
         };
         match directive.kind {
             Kind::Scalar(set) => {
                 if let Some(first_line) = *first {
-                    return fail(ErrorKind::Repeated {
-                        directive: directive.name,
-                        first_line,
-                    });
+                    return fail(ErrorKind::Repeated { directive: directive.name, first_line });
                 }
                 if let Err(expected) = set(&mut policy, value) {
                     return bad(value, expected);
@@ -460,9 +412,7 @@ fn id_or_name(value: &str, expected: &'static str) -> Result<IdOrName, &'static 
     }
     let valid = value.len() <= 256
         && !value.starts_with('-')
-        && value
-            .chars()
-            .all(|c| !c.is_whitespace() && !c.is_control() && c != ':' && c != '/');
+        && value.chars().all(|c| !c.is_whitespace() && !c.is_control() && c != ':' && c != '/');
     if valid {
         Ok(IdOrName::Name(value.to_string()))
     } else {
@@ -499,10 +449,7 @@ fn bind_path(value: &str) -> Result<BindPath, &'static str> {
         return Err(EXPECTED);
     }
     match (clean_path(source), clean_path(destination)) {
-        (Ok(source), Ok(destination)) => Ok(BindPath {
-            source,
-            destination,
-        }),
+        (Ok(source), Ok(destination)) => Ok(BindPath { source, destination }),
         _ => Err(EXPECTED),
     }
 }

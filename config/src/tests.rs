@@ -57,8 +57,7 @@ fn shipped_file_documents_every_directive() {
     for name in directives() {
         let documented = SHIPPED.lines().any(|line| {
             let line = line.trim_start().trim_start_matches('#').trim_start();
-            line.strip_prefix(name)
-                .is_some_and(|rest| rest.trim_start().starts_with('='))
+            line.strip_prefix(name).is_some_and(|rest| rest.trim_start().starts_with('='))
         });
         assert!(documented, "{name:?} is missing from config/strata.conf");
         let header = format!("# {}:", name.to_uppercase());
@@ -73,10 +72,7 @@ fn shipped_file_documents_every_directive() {
 #[test]
 fn shipped_file_sets_only_known_directives_once() {
     // Parsing proves it; this also checks that no active line is a commented-out typo.
-    let active = SHIPPED
-        .lines()
-        .filter(|l| !l.trim().is_empty() && !l.trim_start().starts_with('#'))
-        .count();
+    let active = SHIPPED.lines().filter(|l| !l.trim().is_empty() && !l.trim_start().starts_with('#')).count();
     // bind path appears twice; every other directive except the three limits once.
     assert_eq!(active, directives().count() - 3 + 1);
 }
@@ -84,10 +80,7 @@ fn shipped_file_sets_only_known_directives_once() {
 #[test]
 fn empty_and_comment_only_files_are_the_defaults() {
     assert_eq!(ok(""), Policy::defaults());
-    assert_eq!(
-        ok("\n\n# nothing\n   # indented comment\n\t\n"),
-        Policy::defaults()
-    );
+    assert_eq!(ok("\n\n# nothing\n   # indented comment\n\t\n"), Policy::defaults());
 }
 
 #[test]
@@ -99,13 +92,7 @@ fn documented_defaults() {
     assert!(p.allow_pid_ns && p.allow_ipc_ns && p.allow_uts_ns);
     assert!(p.mount_proc && p.mount_sys && p.mount_devpts && p.mount_home && p.mount_tmp);
     assert_eq!(p.mount_dev, MountDev::Yes);
-    assert_eq!(
-        p.bind_paths,
-        vec![
-            BindPath::same("/etc/localtime"),
-            BindPath::same("/etc/hosts")
-        ]
-    );
+    assert_eq!(p.bind_paths, vec![BindPath::same("/etc/localtime"), BindPath::same("/etc/hosts")]);
     assert!(p.user_bind_control);
     assert!(p.config_passwd && p.config_group && p.config_resolv_conf);
     assert!(p.allow_container_sif && p.allow_container_encrypted);
@@ -195,25 +182,13 @@ fn these_tests_cover_every_directive() {
 #[test]
 fn booleans_are_exactly_yes_or_no() {
     for (name, _) in BOOLEANS {
-        for bad in [
-            "maybe",
-            "Yes",
-            "NO",
-            "true",
-            "1",
-            "y",
-            "yes no",
-            "yes # comment",
-        ] {
+        for bad in ["maybe", "Yes", "NO", "true", "1", "y", "yes no", "yes # comment"] {
             assert_eq!(
                 err(&format!("{name} = {bad}")),
                 format!("{ORIGIN}:1: \"{name}\" must be yes or no, not {bad:?}")
             );
         }
-        assert_eq!(
-            err(&format!("{name} =")),
-            format!("{ORIGIN}:1: \"{name}\" must be yes or no, not \"\"")
-        );
+        assert_eq!(err(&format!("{name} =")), format!("{ORIGIN}:1: \"{name}\" must be yes or no, not \"\""));
     }
 }
 
@@ -241,19 +216,10 @@ fn mount_dev_values() {
 
 #[test]
 fn enable_overlay_values() {
-    assert_eq!(
-        ok("enable overlay = yes").enable_overlay,
-        EnableOverlay::Yes
-    );
+    assert_eq!(ok("enable overlay = yes").enable_overlay, EnableOverlay::Yes);
     assert_eq!(ok("enable overlay = no").enable_overlay, EnableOverlay::No);
-    assert_eq!(
-        ok("enable overlay = try").enable_overlay,
-        EnableOverlay::Try
-    );
-    assert_eq!(
-        ok("enable overlay = driver").enable_overlay,
-        EnableOverlay::Driver
-    );
+    assert_eq!(ok("enable overlay = try").enable_overlay, EnableOverlay::Try);
+    assert_eq!(ok("enable overlay = driver").enable_overlay, EnableOverlay::Driver);
     assert!(err("enable overlay = Try").contains("one of yes, no, try, driver"));
 }
 
@@ -262,20 +228,15 @@ fn setuid_mount_squashfs_values() {
     let get = |v: &str| ok(&format!("allow setuid-mount squashfs = {v}"));
     assert_eq!(get("yes").allow_setuid_mount_squashfs, SetuidMount::Yes);
     assert_eq!(get("no").allow_setuid_mount_squashfs, SetuidMount::No);
-    assert_eq!(
-        get("iflimited").allow_setuid_mount_squashfs,
-        SetuidMount::IfLimited
-    );
+    assert_eq!(get("iflimited").allow_setuid_mount_squashfs, SetuidMount::IfLimited);
     assert!(err("allow setuid-mount squashfs = if limited").contains("yes, no, iflimited"));
 
     assert!(get("yes").setuid_mount_squashfs_allowed());
     assert!(!get("no").setuid_mount_squashfs_allowed());
     assert!(!get("iflimited").setuid_mount_squashfs_allowed());
-    for limit in [
-        "limit container owners = root",
-        "limit container groups = 0",
-        "limit container paths = /apps",
-    ] {
+    for limit in
+        ["limit container owners = root", "limit container groups = 0", "limit container paths = /apps"]
+    {
         let p = ok(&format!("allow setuid-mount squashfs = iflimited\n{limit}"));
         assert!(p.limits_active());
         assert!(p.setuid_mount_squashfs_allowed(), "{limit}");
@@ -295,14 +256,8 @@ fn root_default_capabilities_values() {
 
 #[test]
 fn memory_fs_type_values() {
-    assert_eq!(
-        ok("memory fs type = tmpfs").memory_fs_type,
-        MemoryFsType::Tmpfs
-    );
-    assert_eq!(
-        ok("memory fs type = ramfs").memory_fs_type,
-        MemoryFsType::Ramfs
-    );
+    assert_eq!(ok("memory fs type = tmpfs").memory_fs_type, MemoryFsType::Tmpfs);
+    assert_eq!(ok("memory fs type = ramfs").memory_fs_type, MemoryFsType::Ramfs);
     assert!(err("memory fs type = hugetlbfs").contains("one of tmpfs, ramfs"));
 }
 
@@ -312,22 +267,13 @@ fn enum_spellings_round_trip() {
         assert_eq!(MountDev::from_conf(v.as_str()), Some(v));
         assert_eq!(v.to_string(), v.as_str());
     }
-    for v in [
-        EnableOverlay::Yes,
-        EnableOverlay::No,
-        EnableOverlay::Try,
-        EnableOverlay::Driver,
-    ] {
+    for v in [EnableOverlay::Yes, EnableOverlay::No, EnableOverlay::Try, EnableOverlay::Driver] {
         assert_eq!(EnableOverlay::from_conf(v.as_str()), Some(v));
     }
     for v in [SetuidMount::Yes, SetuidMount::No, SetuidMount::IfLimited] {
         assert_eq!(SetuidMount::from_conf(v.as_str()), Some(v));
     }
-    for v in [
-        RootCapabilities::Full,
-        RootCapabilities::File,
-        RootCapabilities::No,
-    ] {
+    for v in [RootCapabilities::Full, RootCapabilities::File, RootCapabilities::No] {
         assert_eq!(RootCapabilities::from_conf(v.as_str()), Some(v));
     }
     for v in [MemoryFsType::Tmpfs, MemoryFsType::Ramfs] {
@@ -341,21 +287,8 @@ fn enum_spellings_round_trip() {
 fn max_loop_devices_values() {
     assert_eq!(ok("max loop devices = 0").max_loop_devices, 0);
     assert_eq!(ok("max loop devices = 007").max_loop_devices, 7);
-    assert_eq!(
-        ok("max loop devices = 4294967295").max_loop_devices,
-        u32::MAX
-    );
-    for bad in [
-        "4294967296",
-        "-1",
-        "+1",
-        "12k",
-        "1.5",
-        "0x10",
-        "1 2",
-        "",
-        "99999999999999999999999",
-    ] {
+    assert_eq!(ok("max loop devices = 4294967295").max_loop_devices, u32::MAX);
+    for bad in ["4294967296", "-1", "+1", "12k", "1.5", "0x10", "1 2", "", "99999999999999999999999"] {
         assert_eq!(
             err(&format!("max loop devices = {bad}")),
             format!(
@@ -385,45 +318,26 @@ fn sessiondir_max_size_values() {
 // ---- lists ------------------------------------------------------------------------------
 
 fn bind(src: &str, dst: &str) -> BindPath {
-    BindPath {
-        source: PathBuf::from(src),
-        destination: PathBuf::from(dst),
-    }
+    BindPath { source: PathBuf::from(src), destination: PathBuf::from(dst) }
 }
 
 #[test]
 fn bind_path_replaces_the_default_and_accumulates() {
-    assert_eq!(
-        ok("bind path = /scratch").bind_paths,
-        vec![bind("/scratch", "/scratch")]
-    );
+    assert_eq!(ok("bind path = /scratch").bind_paths, vec![bind("/scratch", "/scratch")]);
     let p = ok("bind path = /a, /b:/c\n# comment\nbind path = /d ,, /e/:/f/./g//\n");
-    assert_eq!(
-        p.bind_paths,
-        vec![
-            bind("/a", "/a"),
-            bind("/b", "/c"),
-            bind("/d", "/d"),
-            bind("/e", "/f/g")
-        ]
-    );
+    assert_eq!(p.bind_paths, vec![bind("/a", "/a"), bind("/b", "/c"), bind("/d", "/d"), bind("/e", "/f/g")]);
 }
 
 #[test]
 fn empty_bind_path_clears_the_defaults() {
     assert!(ok("bind path =").bind_paths.is_empty());
     assert!(ok("bind path = ,").bind_paths.is_empty());
-    assert_eq!(
-        ok("bind path =\nbind path = /x").bind_paths,
-        vec![bind("/x", "/x")]
-    );
+    assert_eq!(ok("bind path =\nbind path = /x").bind_paths, vec![bind("/x", "/x")]);
 }
 
 #[test]
 fn bad_bind_paths() {
-    for bad in [
-        "relative", "/a:b", "a:/b", "/a/../b", "/a:/b/..", "/a:/b:/c", "/a:", ":/b",
-    ] {
+    for bad in ["relative", "/a:b", "a:/b", "/a/../b", "/a:/b/..", "/a:/b:/c", "/a:", ":/b"] {
         assert_eq!(
             err(&format!("bind path = /ok, {bad}")),
             format!(
@@ -435,10 +349,8 @@ fn bad_bind_paths() {
 
 #[test]
 fn limit_container_owners_and_groups() {
-    let p = ok(
-        "limit container owners = root, 1500\nlimit container owners = gmk, svc-apps_1\n\
-                limit container groups = 0, apps",
-    );
+    let p = ok("limit container owners = root, 1500\nlimit container owners = gmk, svc-apps_1\n\
+                limit container groups = 0, apps");
     assert_eq!(
         p.limit_container_owners,
         vec![
@@ -448,10 +360,7 @@ fn limit_container_owners_and_groups() {
             UserSpec::Name("svc-apps_1".into()),
         ]
     );
-    assert_eq!(
-        p.limit_container_groups,
-        vec![GroupSpec::Gid(0), GroupSpec::Name("apps".into())]
-    );
+    assert_eq!(p.limit_container_groups, vec![GroupSpec::Gid(0), GroupSpec::Name("apps".into())]);
     assert_eq!(UserSpec::Uid(7).to_string(), "7");
     assert_eq!(GroupSpec::Name("apps".into()).to_string(), "apps");
     // Big ids are fine; -1 (u32::MAX) is not an id.
@@ -459,26 +368,14 @@ fn limit_container_owners_and_groups() {
         ok("limit container owners = 100000, 4294967294").limit_container_owners,
         vec![UserSpec::Uid(100000), UserSpec::Uid(4294967294)]
     );
-    for bad in [
-        "4294967295",
-        "4294967296",
-        "-1",
-        "a b",
-        "a:b",
-        "/root",
-        "-x",
-    ] {
+    for bad in ["4294967295", "4294967296", "-1", "a b", "a:b", "/root", "-x"] {
         assert_eq!(
             err(&format!("limit container owners = {bad}")),
-            format!(
-                "{ORIGIN}:1: \"limit container owners\" must be a user name or a uid, not {bad:?}"
-            )
+            format!("{ORIGIN}:1: \"limit container owners\" must be a user name or a uid, not {bad:?}")
         );
         assert_eq!(
             err(&format!("limit container groups = {bad}")),
-            format!(
-                "{ORIGIN}:1: \"limit container groups\" must be a group name or a gid, not {bad:?}"
-            )
+            format!("{ORIGIN}:1: \"limit container groups\" must be a group name or a gid, not {bad:?}")
         );
     }
     // An empty value leaves the limit unset.
@@ -490,11 +387,7 @@ fn limit_container_paths_are_normalised() {
     let p = ok("limit container paths = /data/, /apps//containers/./\nlimit container paths = /");
     assert_eq!(
         p.limit_container_paths,
-        vec![
-            PathBuf::from("/data"),
-            PathBuf::from("/apps/containers"),
-            PathBuf::from("/"),
-        ]
+        vec![PathBuf::from("/data"), PathBuf::from("/apps/containers"), PathBuf::from("/"),]
     );
     for bad in ["data", "./data", "/data/../etc", "..", "~/x"] {
         assert_eq!(
@@ -558,14 +451,8 @@ fn path_is_within_edge_cases() {
     use std::os::unix::ffi::OsStrExt;
     let odd = Path::new(OsStr::from_bytes(b"/data/\xff/x"));
     assert!(path_is_within(odd, Path::new("/data")));
-    assert!(path_is_within(
-        odd,
-        Path::new(OsStr::from_bytes(b"/data/\xff"))
-    ));
-    assert!(!path_is_within(
-        odd,
-        Path::new(OsStr::from_bytes(b"/data/\xfe"))
-    ));
+    assert!(path_is_within(odd, Path::new(OsStr::from_bytes(b"/data/\xff"))));
+    assert!(!path_is_within(odd, Path::new(OsStr::from_bytes(b"/data/\xfe"))));
 }
 
 // ---- grammar ----------------------------------------------------------------------------
@@ -591,10 +478,7 @@ fn unknown_directives_are_errors_with_their_line() {
         err("allow setuid = yes\n\n# comment\nallow setgid = yes\n"),
         format!("{ORIGIN}:4: unknown directive \"allow setgid\"")
     );
-    assert_eq!(
-        err("Allow Setuid = yes"),
-        format!("{ORIGIN}:1: unknown directive \"Allow Setuid\"")
-    );
+    assert_eq!(err("Allow Setuid = yes"), format!("{ORIGIN}:1: unknown directive \"Allow Setuid\""));
     let e = parse("\nfoo = bar").unwrap_err();
     assert_eq!(e.line, Some(2));
     assert_eq!(e.directive(), Some("foo"));
@@ -609,10 +493,7 @@ fn apptainer_only_directives_say_so() {
             "{ORIGIN}:1: \"mount hostfs\" is an Apptainer directive that strata does not support; remove it"
         )
     );
-    assert!(matches!(
-        parse("allow user ns = yes").unwrap_err().kind,
-        ErrorKind::UnsupportedDirective(_)
-    ));
+    assert!(matches!(parse("allow user ns = yes").unwrap_err().kind, ErrorKind::UnsupportedDirective(_)));
 }
 
 #[test]
@@ -627,18 +508,9 @@ fn scalars_may_be_given_once() {
 
 #[test]
 fn lines_that_are_not_directives() {
-    assert_eq!(
-        err("allow setuid yes"),
-        format!("{ORIGIN}:1: expected \"directive = value\"")
-    );
-    assert_eq!(
-        err("\n = yes"),
-        format!("{ORIGIN}:2: no directive before \"=\"")
-    );
-    assert_eq!(
-        err("allow setuid = yes\u{0}"),
-        format!("{ORIGIN}:1: contains a control character")
-    );
+    assert_eq!(err("allow setuid yes"), format!("{ORIGIN}:1: expected \"directive = value\""));
+    assert_eq!(err("\n = yes"), format!("{ORIGIN}:2: no directive before \"=\""));
+    assert_eq!(err("allow setuid = yes\u{0}"), format!("{ORIGIN}:1: contains a control character"));
     assert_eq!(
         err("# fine\n# \u{1b}[31m escape in a comment\n"),
         format!("{ORIGIN}:2: contains a control character")
@@ -656,26 +528,15 @@ fn comments_only_at_the_start_of_a_line() {
 
 #[test]
 fn values_may_contain_equals_signs() {
-    assert_eq!(
-        ok("bind path = /a=b:/c").bind_paths,
-        vec![bind("/a=b", "/c")]
-    );
+    assert_eq!(ok("bind path = /a=b:/c").bind_paths, vec![bind("/a=b", "/c")]);
 }
 
 #[test]
 fn size_and_line_caps() {
     let big = "#".repeat(MAX_FILE_SIZE as usize + 1);
     let e = parse(&big).unwrap_err();
-    assert_eq!(
-        e.kind,
-        ErrorKind::TooLarge {
-            limit: MAX_FILE_SIZE
-        }
-    );
-    assert_eq!(
-        e.to_string(),
-        format!("{ORIGIN}: larger than 1048576 bytes")
-    );
+    assert_eq!(e.kind, ErrorKind::TooLarge { limit: MAX_FILE_SIZE });
+    assert_eq!(e.to_string(), format!("{ORIGIN}: larger than 1048576 bytes"));
     let e = Policy::from_reader(big.as_bytes(), Path::new(ORIGIN)).unwrap_err();
     assert_eq!(e.line, None);
 
@@ -685,16 +546,12 @@ fn size_and_line_caps() {
     let many = "\n".repeat(MAX_LINES);
     assert_eq!(ok(&many), Policy::defaults());
     let too_many = "\n".repeat(MAX_LINES) + "# one more";
-    assert_eq!(
-        err(&too_many),
-        format!("{ORIGIN}:10001: more than 10000 lines")
-    );
+    assert_eq!(err(&too_many), format!("{ORIGIN}:10001: more than 10000 lines"));
 }
 
 #[test]
 fn from_reader_reports_bad_utf8_with_its_line() {
-    let e = Policy::from_reader(&b"allow setuid = yes\n# caf\xe9\n"[..], Path::new(ORIGIN))
-        .unwrap_err();
+    let e = Policy::from_reader(&b"allow setuid = yes\n# caf\xe9\n"[..], Path::new(ORIGIN)).unwrap_err();
     assert_eq!(e.to_string(), format!("{ORIGIN}:2: not valid UTF-8"));
     let p = Policy::from_reader(&b"mount tmp = no\n"[..], Path::new(ORIGIN)).unwrap();
     assert!(!p.mount_tmp);
@@ -708,22 +565,12 @@ fn load_reads_a_file_and_names_it_in_errors() {
     let file = TempFile::new(b"mount home = no\nmount home = yes\n");
     let e = Policy::load(&file.0).unwrap_err();
     assert_eq!(e.origin, file.0);
-    assert!(e
-        .to_string()
-        .starts_with(&format!("{}:2: ", file.0.display())));
+    assert!(e.to_string().starts_with(&format!("{}:2: ", file.0.display())));
 
     let missing = Path::new("/nonexistent/strata.conf");
     let e = Policy::load(missing).unwrap_err();
-    assert!(matches!(
-        e.kind,
-        ErrorKind::Io {
-            kind: std::io::ErrorKind::NotFound,
-            ..
-        }
-    ));
-    assert!(e
-        .to_string()
-        .starts_with("/nonexistent/strata.conf: cannot read: "));
+    assert!(matches!(e.kind, ErrorKind::Io { kind: std::io::ErrorKind::NotFound, .. }));
+    assert!(e.to_string().starts_with("/nonexistent/strata.conf: cannot read: "));
 }
 
 #[test]
@@ -733,10 +580,7 @@ fn every_directive_is_accepted() {
         let line = SHIPPED
             .lines()
             .map(|l| l.trim_start_matches('#'))
-            .find(|l| {
-                l.strip_prefix(name)
-                    .is_some_and(|r| r.trim_start().starts_with('='))
-            })
+            .find(|l| l.strip_prefix(name).is_some_and(|r| r.trim_start().starts_with('=')))
             .unwrap();
         ok(line);
     }
@@ -776,9 +620,7 @@ fn resolve_uid_reads_the_file() {
     assert_eq!(resolve_uid("caf\u{e9}", &f.0), Ok(None));
     let e = resolve_uid("root", Path::new("/nonexistent/passwd")).unwrap_err();
     assert!(matches!(e, LookupError::Io { .. }));
-    assert!(e
-        .to_string()
-        .starts_with("cannot read /nonexistent/passwd: "));
+    assert!(e.to_string().starts_with("cannot read /nonexistent/passwd: "));
 }
 
 #[test]
@@ -804,10 +646,7 @@ fn owner_and_group_limits() {
     // A name that is not in the file fails closed, naming it.
     let p = ok("limit container owners = ghost\nlimit container groups = ghosts");
     let e = p.owner_allowed(0, &passwd.0).unwrap_err();
-    assert_eq!(
-        e.to_string(),
-        format!("\"ghost\" is not in {}", passwd.0.display())
-    );
+    assert_eq!(e.to_string(), format!("\"ghost\" is not in {}", passwd.0.display()));
     assert!(p.group_allowed(0, &group.0).is_err());
 
     // Unset limits allow everyone without reading anything.
@@ -877,9 +716,7 @@ fn arbitrary_input_never_panics() {
         let bytes: Vec<u8> = (0..len).map(|_| (rng.next() % 256) as u8).collect();
         let _ = Policy::from_reader(&bytes[..], Path::new(ORIGIN));
         let _ = path_is_within(
-            Path::new(std::ffi::OsStr::new(
-                &String::from_utf8_lossy(&bytes).into_owned(),
-            )),
+            Path::new(std::ffi::OsStr::new(&String::from_utf8_lossy(&bytes).into_owned())),
             Path::new("/data"),
         );
     }

@@ -10,8 +10,8 @@ use std::path::Path;
 use std::process::Command;
 
 use landlock::{
-    Access, AccessFs, PathBeneath, PathFd, Ruleset, RulesetAttr, RulesetCreated,
-    RulesetCreatedAttr, RulesetStatus, ABI,
+    Access, AccessFs, PathBeneath, PathFd, Ruleset, RulesetAttr, RulesetCreated, RulesetCreatedAttr,
+    RulesetStatus, ABI,
 };
 
 /// How much of the confinement the kernel enforces.
@@ -45,10 +45,7 @@ pub fn restrict_to(read: &[&Path], write: &[&Path]) -> Confinement {
     }
 }
 
-fn try_restrict(
-    read: &[&Path],
-    write: &[&Path],
-) -> Result<RulesetStatus, Box<dyn std::error::Error>> {
+fn try_restrict(read: &[&Path], write: &[&Path]) -> Result<RulesetStatus, Box<dyn std::error::Error>> {
     let file = AccessFs::from_file(ABI_WANTED);
     let read_access = file & AccessFs::ReadFile;
     let write_access = file & (AccessFs::ReadFile | AccessFs::WriteFile | AccessFs::Truncate);
@@ -66,11 +63,7 @@ fn ruleset(
     for (paths, access) in grants {
         for p in paths.iter() {
             // Directory-only rights make no sense on a file: keep its file rights.
-            let access = if p.is_dir() {
-                *access
-            } else {
-                *access & AccessFs::from_file(ABI_WANTED)
-            };
+            let access = if p.is_dir() { *access } else { *access & AccessFs::from_file(ABI_WANTED) };
             match PathFd::new(p) {
                 Ok(fd) => ruleset = ruleset.add_rule(PathBeneath::new(fd, access))?,
                 // A path that cannot be opened gets no rule: access to it stays denied.
@@ -126,10 +119,7 @@ pub fn confine_command(cmd: &mut Command, read: &[&Path], write: &[&Path]) {
     let ruleset = match built {
         Ok(r) => r,
         Err(e) => {
-            crate::debug!(
-                "landlock: {} not confined: {e}",
-                cmd.get_program().to_string_lossy()
-            );
+            crate::debug!("landlock: {} not confined: {e}", cmd.get_program().to_string_lossy());
             return;
         }
     };

@@ -20,11 +20,7 @@ pub(crate) fn shared_dir() -> Result<PathBuf, String> {
     let crate_dir = Path::new(env!("CARGO_MANIFEST_DIR"));
     let found = match std::env::var_os("STRATA_SHARED_DIR") {
         Some(d) => Some(PathBuf::from(d)),
-        None => crate_dir
-            .ancestors()
-            .skip(1)
-            .map(|a| a.join("shared"))
-            .find(|p| p.join("testdata").is_dir()),
+        None => crate_dir.ancestors().skip(1).map(|a| a.join("shared")).find(|p| p.join("testdata").is_dir()),
     };
     match found {
         Some(dir) if dir.join("testdata").is_dir() => Ok(dir),

@@ -19,30 +19,12 @@ pub struct Tool {
     pub package: &'static str,
 }
 
-pub const MKSQUASHFS: Tool = Tool {
-    name: "mksquashfs",
-    package: "squashfs-tools",
-};
-pub const UNSQUASHFS: Tool = Tool {
-    name: "unsquashfs",
-    package: "squashfs-tools",
-};
-pub const MKE2FS: Tool = Tool {
-    name: "mke2fs",
-    package: "e2fsprogs",
-};
-pub const E2FSCK: Tool = Tool {
-    name: "e2fsck",
-    package: "e2fsprogs",
-};
-pub const RESIZE2FS: Tool = Tool {
-    name: "resize2fs",
-    package: "e2fsprogs",
-};
-pub const DEBUGFS: Tool = Tool {
-    name: "debugfs",
-    package: "e2fsprogs",
-};
+pub const MKSQUASHFS: Tool = Tool { name: "mksquashfs", package: "squashfs-tools" };
+pub const UNSQUASHFS: Tool = Tool { name: "unsquashfs", package: "squashfs-tools" };
+pub const MKE2FS: Tool = Tool { name: "mke2fs", package: "e2fsprogs" };
+pub const E2FSCK: Tool = Tool { name: "e2fsck", package: "e2fsprogs" };
+pub const RESIZE2FS: Tool = Tool { name: "resize2fs", package: "e2fsprogs" };
+pub const DEBUGFS: Tool = Tool { name: "debugfs", package: "e2fsprogs" };
 
 /// Why a tool could not do its job.
 #[derive(Debug, thiserror::Error)]
@@ -50,16 +32,9 @@ pub enum ToolError {
     #[error("{} not found in PATH nor in /usr/sbin, /sbin: install {}", .0.name, .0.package)]
     Missing(Tool),
     #[error("could not run {path}: {source}")]
-    Spawn {
-        path: PathBuf,
-        source: std::io::Error,
-    },
+    Spawn { path: PathBuf, source: std::io::Error },
     #[error("{name} {status}{}", said(.stderr))]
-    Failed {
-        name: &'static str,
-        status: ExitStatus,
-        stderr: String,
-    },
+    Failed { name: &'static str, status: ExitStatus, stderr: String },
 }
 
 /// How a tool ended, as the message shows it.
@@ -91,11 +66,7 @@ fn said(stderr: &str) -> String {
 pub fn tail(bytes: &[u8]) -> String {
     const LINES: usize = 4;
     let text = String::from_utf8_lossy(bytes);
-    let lines: Vec<&str> = text
-        .lines()
-        .map(str::trim)
-        .filter(|l| !l.is_empty())
-        .collect();
+    let lines: Vec<&str> = text.lines().map(str::trim).filter(|l| !l.is_empty()).collect();
     lines[lines.len().saturating_sub(LINES)..].join(" / ")
 }
 
@@ -122,10 +93,9 @@ impl Tool {
     /// is one of `ok_codes`.
     pub fn run(self, cmd: &mut Command, ok_codes: &[i32]) -> Result<Output, ToolError> {
         crate::debug!("running {}", show(cmd));
-        let out = cmd.output().map_err(|source| ToolError::Spawn {
-            path: PathBuf::from(cmd.get_program()),
-            source,
-        })?;
+        let out = cmd
+            .output()
+            .map_err(|source| ToolError::Spawn { path: PathBuf::from(cmd.get_program()), source })?;
         match out.status.code() {
             Some(c) if ok_codes.contains(&c) => Ok(out),
             code => {
@@ -138,11 +108,7 @@ impl Tool {
                 if text.is_empty() {
                     text = tail(&out.stdout);
                 }
-                Err(ToolError::Failed {
-                    name: self.name,
-                    status,
-                    stderr: text,
-                })
+                Err(ToolError::Failed { name: self.name, status, stderr: text })
             }
         }
     }
@@ -165,10 +131,7 @@ pub fn show(cmd: &Command) -> String {
 
 fn quote(a: &OsStr) -> String {
     let s = a.to_string_lossy();
-    if !s.is_empty()
-        && s.chars()
-            .all(|c| c.is_ascii_alphanumeric() || "-_./=:,+@%".contains(c))
-    {
+    if !s.is_empty() && s.chars().all(|c| c.is_ascii_alphanumeric() || "-_./=:,+@%".contains(c)) {
         s.into_owned()
     } else {
         crate::launch::action::sh_quote(&s)
@@ -187,10 +150,7 @@ mod tests {
 
     #[test]
     fn a_missing_tool_names_its_package() {
-        let t = Tool {
-            name: "strata-no-such-tool",
-            package: "nothing",
-        };
+        let t = Tool { name: "strata-no-such-tool", package: "nothing" };
         let e = t.find().unwrap_err();
         assert_eq!(
             e.to_string(),
@@ -200,10 +160,7 @@ mod tests {
 
     #[test]
     fn failures_quote_the_tool() {
-        let sh = Tool {
-            name: "sh",
-            package: "dash",
-        };
+        let sh = Tool { name: "sh", package: "dash" };
         let mut cmd = sh.command().unwrap();
         cmd.args(["-c", "echo one >&2; echo two >&2; exit 3"]);
         let e = sh.run(&mut cmd, &[0]).unwrap_err();

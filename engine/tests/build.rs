@@ -28,20 +28,13 @@ fn fixture() -> Option<Fixture> {
     let tmp = tempfile::tempdir().unwrap();
     let dir = tmp.path().to_path_buf();
     let rootfs = busybox_sandbox(&dir.join("rootfs"))?;
-    Some(Fixture {
-        _tmp: tmp,
-        dir,
-        rootfs,
-    })
+    Some(Fixture { _tmp: tmp, dir, rootfs })
 }
 
 /// Every path under `root` with what it is: file contents, symlink targets, directories.
 fn tree(root: &Path) -> Vec<(String, String)> {
     fn walk(root: &Path, dir: &Path, out: &mut Vec<(String, String)>) {
-        let mut entries: Vec<_> = std::fs::read_dir(dir)
-            .unwrap()
-            .map(|e| e.unwrap().path())
-            .collect();
+        let mut entries: Vec<_> = std::fs::read_dir(dir).unwrap().map(|e| e.unwrap().path()).collect();
         entries.sort();
         for p in entries {
             let rel = p.strip_prefix(root).unwrap().to_string_lossy().into_owned();
@@ -72,10 +65,7 @@ fn tree(root: &Path) -> Vec<(String, String)> {
 /// `unsquashfs -lln` of the SIF's root partition: "mode uid/gid ... path" lines.
 fn listing(sif: &Path) -> String {
     let (offset, _) = object_range(sif, 2);
-    run_tool(
-        "unsquashfs",
-        &["-lln", "-o", &offset.to_string(), "-d", "", s(sif)],
-    )
+    run_tool("unsquashfs", &["-lln", "-o", &offset.to_string(), "-d", "", s(sif)])
 }
 
 #[test]
@@ -88,27 +78,18 @@ fn a_sandbox_builds_into_a_sif_with_apptainers_objects() {
     let list = String::from_utf8(ok(["sif", "list", s(&sif)])).unwrap();
     let rows: Vec<&str> = list.lines().skip(3).collect();
     assert_eq!(rows.len(), 2, "{list}");
-    assert!(
-        rows[0].starts_with("1    |1       |NONE    |32176-"),
-        "{list}"
-    );
+    assert!(rows[0].starts_with("1    |1       |NONE    |32176-"), "{list}");
     assert!(rows[0].ends_with("|Def.FILE"), "{list}");
     assert!(rows[1].starts_with("2    |1       |NONE    |"), "{list}");
     let arch = strata::sif::Arch::host().go_name();
-    assert!(
-        rows[1].ends_with(&format!("|FS (Squashfs/*System/{arch})")),
-        "{list}"
-    );
+    assert!(rows[1].ends_with(&format!("|FS (Squashfs/*System/{arch})")), "{list}");
     let (offset, _) = object_range(&sif, 2);
     assert_eq!(offset % 4096, 0);
 
     let bytes = std::fs::read(&sif).unwrap();
     assert_eq!(&bytes[..31], b"#!/usr/bin/env run-singularity\n");
     let def = ok(["sif", "dump", "1", s(&sif)]);
-    assert_eq!(
-        String::from_utf8(def).unwrap(),
-        format!("bootstrap: localimage\nfrom: {}\n", s(&f.rootfs))
-    );
+    assert_eq!(String::from_utf8(def).unwrap(), format!("bootstrap: localimage\nfrom: {}\n", s(&f.rootfs)));
     let mode = std::fs::metadata(&sif).unwrap().permissions().mode() & 0o777;
     assert_eq!(mode & 0o755, mode, "at most 0755: {mode:o}");
     assert_eq!(mode & 0o700, 0o700);
@@ -143,11 +124,7 @@ fn a_sandbox_builds_into_a_sif_with_apptainers_objects() {
     ] {
         assert!(l.lines().any(|x| x.ends_with(p)), "{p} missing:\n{l}");
     }
-    assert!(
-        l.lines()
-            .any(|x| x.starts_with("drwxrwxrwt") && x.ends_with(" /tmp")),
-        "{l}"
-    );
+    assert!(l.lines().any(|x| x.starts_with("drwxrwxrwt") && x.ends_with(" /tmp")), "{l}");
 }
 
 #[test]
@@ -174,10 +151,7 @@ fn what_the_sandbox_has_wins_over_the_skeleton() {
         std::fs::read_to_string(out.join(".singularity.d/runscript")).unwrap(),
         "#!/bin/sh\necho mine\n"
     );
-    assert_eq!(
-        std::fs::read_link(out.join("etc")).unwrap(),
-        Path::new("usr/etc")
-    );
+    assert_eq!(std::fs::read_link(out.join("etc")).unwrap(), Path::new("usr/etc"));
     assert!(out.join(".singularity.d/env/01-base.sh").is_file());
 }
 
@@ -219,20 +193,9 @@ fn builds_are_reproducible_with_source_date_epoch() {
     assert_eq!(image.header.id, [0; 16]);
     assert!(image.header.is_deterministic());
     let (offset, _) = object_range(&a, 2);
-    let labels = run_tool(
-        "unsquashfs",
-        &[
-            "-cat",
-            "-o",
-            &offset.to_string(),
-            s(&a),
-            ".singularity.d/labels.json",
-        ],
-    );
-    assert!(
-        labels.contains("\"org.label-schema.build-date\": \"2023-11-14T22:13:20Z\""),
-        "{labels}"
-    );
+    let labels =
+        run_tool("unsquashfs", &["-cat", "-o", &offset.to_string(), s(&a), ".singularity.d/labels.json"]);
+    assert!(labels.contains("\"org.label-schema.build-date\": \"2023-11-14T22:13:20Z\""), "{labels}");
 }
 
 #[test]
@@ -241,13 +204,7 @@ fn an_existing_target_is_kept_unless_forced() {
     let sif = f.dir.join("a.sif");
     std::fs::write(&sif, b"precious").unwrap();
     let msg = fatal_of(&strata(["build", s(&sif), s(&f.rootfs)]));
-    assert_eq!(
-        msg,
-        format!(
-            "build target {} already exists; use --force to overwrite it",
-            s(&sif)
-        )
-    );
+    assert_eq!(msg, format!("build target {} already exists; use --force to overwrite it", s(&sif)));
     assert_eq!(std::fs::read(&sif).unwrap(), b"precious");
 
     success(&strata(["build", "--force", s(&sif), s(&f.rootfs)]));
@@ -257,10 +214,7 @@ fn an_existing_target_is_kept_unless_forced() {
     std::fs::create_dir(&out).unwrap();
     std::fs::write(out.join("mine"), b"x").unwrap();
     let msg = fatal_of(&strata(["build", "--sandbox", s(&out), s(&sif)]));
-    assert!(
-        msg.ends_with("already exists; use --force to overwrite it"),
-        "{msg}"
-    );
+    assert!(msg.ends_with("already exists; use --force to overwrite it"), "{msg}");
     assert!(out.join("mine").exists());
     success(&strata(["build", "--sandbox", "-F", s(&out), s(&sif)]));
     assert!(!out.join("mine").exists());
@@ -277,22 +231,12 @@ fn bad_sources_are_refused_clearly() {
     let missing = f.dir.join("nope");
     let sif = f.dir.join("a.sif");
     let msg = fatal_of(&strata(["build", s(&sif), s(&missing)]));
-    assert_eq!(
-        msg,
-        format!(
-            "cannot build from {}: No such file or directory (os error 2)",
-            s(&missing)
-        )
-    );
+    assert_eq!(msg, format!("cannot build from {}: No such file or directory (os error 2)", s(&missing)));
     let file = f.dir.join("file");
     std::fs::write(&file, b"x").unwrap();
     let msg = fatal_of(&strata(["build", s(&sif), s(&file)]));
     assert!(msg.contains("not a directory"), "{msg}");
-    let msg = fatal_of(&strata([
-        "build",
-        s(&f.rootfs.join("inside.sif")),
-        s(&f.rootfs),
-    ]));
+    let msg = fatal_of(&strata(["build", s(&f.rootfs.join("inside.sif")), s(&f.rootfs)]));
     assert!(msg.contains("is inside the source directory"), "{msg}");
 
     let out = f.dir.join("sb");
@@ -302,14 +246,8 @@ fn bad_sources_are_refused_clearly() {
     assert!(msg.contains("image format not recognized"), "{msg}");
     if let Some(mkfs) = tool("mkfs.ext3") {
         let img = f.dir.join("ext3.img");
-        std::fs::File::create(&img)
-            .unwrap()
-            .set_len(8 << 20)
-            .unwrap();
-        Command::new(mkfs)
-            .args(["-q", "-F", s(&img)])
-            .output()
-            .unwrap();
+        std::fs::File::create(&img).unwrap().set_len(8 << 20).unwrap();
+        Command::new(mkfs).args(["-q", "-F", s(&img)]).output().unwrap();
         let msg = fatal_of(&strata(["build", "--sandbox", s(&out), s(&img)]));
         assert!(msg.contains("an ext3 image cannot be extracted"), "{msg}");
     }
@@ -322,14 +260,8 @@ fn bad_sources_are_refused_clearly() {
 fn a_missing_or_failing_mksquashfs_leaves_nothing_behind() {
     let Some(f) = fixture() else { return };
     let sif = f.dir.join("a.sif");
-    let msg = fatal_of(&strata_env(
-        ["build", s(&sif), s(&f.rootfs)],
-        &[("PATH", "/nonexistent")],
-    ));
-    assert_eq!(
-        msg,
-        "mksquashfs not found in PATH nor in /usr/sbin, /sbin: install squashfs-tools"
-    );
+    let msg = fatal_of(&strata_env(["build", s(&sif), s(&f.rootfs)], &[("PATH", "/nonexistent")]));
+    assert_eq!(msg, "mksquashfs not found in PATH nor in /usr/sbin, /sbin: install squashfs-tools");
 
     // A mksquashfs that fails after writing part of its output.
     let bin = f.dir.join("fakebin");
@@ -339,17 +271,10 @@ fn a_missing_or_failing_mksquashfs_leaves_nothing_behind() {
         "#!/bin/sh\necho partial > \"$2\"\necho 'FATAL ERROR: out of space' >&2\nexit 1\n",
     )
     .unwrap();
-    std::fs::set_permissions(
-        bin.join("mksquashfs"),
-        std::fs::Permissions::from_mode(0o755),
-    )
-    .unwrap();
+    std::fs::set_permissions(bin.join("mksquashfs"), std::fs::Permissions::from_mode(0o755)).unwrap();
     std::fs::write(&sif, b"old image").unwrap();
     let path = format!("{}:/usr/bin:/bin", s(&bin));
-    let msg = fatal_of(&strata_env(
-        ["build", "--force", s(&sif), s(&f.rootfs)],
-        &[("PATH", &path)],
-    ));
+    let msg = fatal_of(&strata_env(["build", "--force", s(&sif), s(&f.rootfs)], &[("PATH", &path)]));
     assert_eq!(
         msg,
         format!(
@@ -373,20 +298,14 @@ fn an_unwritable_destination_fails_before_any_work() {
     std::fs::create_dir(&ro).unwrap();
     std::fs::set_permissions(&ro, std::fs::Permissions::from_mode(0o755)).unwrap();
     let sif = ro.join("a.sif");
-    let Some(out) = strata_as(
-        70000,
-        &[OsStr::new("build"), sif.as_os_str(), f.rootfs.as_os_str()],
-        &[],
-    ) else {
+    let Some(out) = strata_as(70000, &[OsStr::new("build"), sif.as_os_str(), f.rootfs.as_os_str()], &[])
+    else {
         skip!("setpriv not installed");
     };
     let msg = fatal_of(&out);
     assert_eq!(
         msg,
-        format!(
-            "could not create a temporary file in {}: Permission denied (os error 13)",
-            s(&ro)
-        )
+        format!("could not create a temporary file in {}: Permission denied (os error 13)", s(&ro))
     );
     assert!(std::fs::read_dir(&ro).unwrap().next().is_none());
 }
@@ -401,51 +320,29 @@ fn ownership_is_kept_for_root_and_squashed_for_users() {
     let sif = f.dir.join("root.sif");
     success(&strata(["build", s(&sif), s(&f.rootfs)]));
     let l = listing(&sif);
-    assert!(
-        l.lines()
-            .any(|x| x.contains(" 1234/4321 ") && x.ends_with("/hello")),
-        "{l}"
-    );
+    assert!(l.lines().any(|x| x.contains(" 1234/4321 ") && x.ends_with("/hello")), "{l}");
 
     open_up(&f.dir);
     let user_sif = f.dir.join("user.sif");
-    let Some(out) = strata_as(
-        70000,
-        &[
-            OsStr::new("build"),
-            user_sif.as_os_str(),
-            f.rootfs.as_os_str(),
-        ],
-        &[],
-    ) else {
+    let Some(out) = strata_as(70000, &[OsStr::new("build"), user_sif.as_os_str(), f.rootfs.as_os_str()], &[])
+    else {
         skip!("setpriv not installed");
     };
     success(&out);
     assert_eq!(std::fs::metadata(&user_sif).unwrap().uid(), 70000);
     let l = listing(&user_sif);
-    assert!(
-        l.lines().all(|x| x.is_empty() || x.contains(" 0/0 ")),
-        "{l}"
-    );
+    assert!(l.lines().all(|x| x.is_empty() || x.contains(" 0/0 ")), "{l}");
 
     // The user extracts it again: the tree is theirs.
     let out_dir = f.dir.join("user-sandbox");
     let out = strata_as(
         70000,
-        &[
-            OsStr::new("build"),
-            OsStr::new("--sandbox"),
-            out_dir.as_os_str(),
-            user_sif.as_os_str(),
-        ],
+        &[OsStr::new("build"), OsStr::new("--sandbox"), out_dir.as_os_str(), user_sif.as_os_str()],
         &[],
     )
     .unwrap();
     success(&out);
-    assert_eq!(
-        std::fs::metadata(out_dir.join("hello")).unwrap().uid(),
-        70000
-    );
+    assert_eq!(std::fs::metadata(out_dir.join("hello")).unwrap().uid(), 70000);
 }
 
 #[test]
@@ -460,15 +357,10 @@ fn the_kernel_mounts_the_built_partition() {
     let mnt = f.dir.join("mnt");
     std::fs::create_dir(&mnt).unwrap();
     let opts = format!("loop,ro,offset={offset},sizelimit={size}");
-    let mounted = Command::new("mount")
-        .args(["-t", "squashfs", "-o", &opts, s(&sif), s(&mnt)])
-        .output()
-        .unwrap();
+    let mounted =
+        Command::new("mount").args(["-t", "squashfs", "-o", &opts, s(&sif), s(&mnt)]).output().unwrap();
     if !mounted.status.success() {
-        skip!(
-            "cannot mount a loop device here: {}",
-            String::from_utf8_lossy(&mounted.stderr)
-        );
+        skip!("cannot mount a loop device here: {}", String::from_utf8_lossy(&mounted.stderr));
     }
     let hello = std::fs::read_to_string(mnt.join("hello"));
     let runscript = std::fs::metadata(mnt.join(".singularity.d/runscript"));

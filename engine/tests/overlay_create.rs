@@ -15,9 +15,7 @@ fn s(p: &Path) -> &str {
 
 /// e2fsprogs' tools, or skip.
 fn e2fsprogs() -> bool {
-    let ok = ["mke2fs", "debugfs", "e2fsck", "resize2fs"]
-        .iter()
-        .all(|t| tool(t).is_some());
+    let ok = ["mke2fs", "debugfs", "e2fsck", "resize2fs"].iter().all(|t| tool(t).is_some());
     if !ok {
         eprintln!("SKIPPED: e2fsprogs not installed");
     }
@@ -41,14 +39,9 @@ fn fs_arg(image: &Path, offset: u64) -> String {
 
 /// uid:gid of a path inside the filesystem, via debugfs.
 fn owner(image: &Path, offset: u64, path: &str) -> String {
-    let out = run_tool(
-        "debugfs",
-        &["-R", &format!("stat {path}"), &fs_arg(image, offset)],
-    );
-    let line = out
-        .lines()
-        .find(|l| l.starts_with("User:"))
-        .unwrap_or_else(|| panic!("no stat for {path}: {out}"));
+    let out = run_tool("debugfs", &["-R", &format!("stat {path}"), &fs_arg(image, offset)]);
+    let line =
+        out.lines().find(|l| l.starts_with("User:")).unwrap_or_else(|| panic!("no stat for {path}: {out}"));
     let w: Vec<&str> = line.split_whitespace().collect();
     format!("{}:{}", w[1], w[3])
 }
@@ -59,8 +52,7 @@ fn fsck_clean(image: &Path, offset: u64) {
 
 fn header_ok(image: &Path, offset: u64) {
     let mut buf = vec![0u8; 2048];
-    std::os::unix::fs::FileExt::read_exact_at(&File::open(image).unwrap(), &mut buf, offset)
-        .unwrap();
+    std::os::unix::fs::FileExt::read_exact_at(&File::open(image).unwrap(), &mut buf, offset).unwrap();
     assert_eq!(
         strata::image::detect::check_ext3_header(&buf),
         Ok(strata::image::detect::Probe::Found { offset: 0 })
@@ -68,22 +60,11 @@ fn header_ok(image: &Path, offset: u64) {
 }
 
 fn write_file(image: &Path, offset: u64, name: &str) {
-    run_tool(
-        "debugfs",
-        &[
-            "-w",
-            "-R",
-            &format!("write /etc/hostname {name}"),
-            &fs_arg(image, offset),
-        ],
-    );
+    run_tool("debugfs", &["-w", "-R", &format!("write /etc/hostname {name}"), &fs_arg(image, offset)]);
 }
 
 fn read_file(image: &Path, offset: u64, name: &str) -> String {
-    run_tool(
-        "debugfs",
-        &["-R", &format!("cat {name}"), &fs_arg(image, offset)],
-    )
+    run_tool("debugfs", &["-R", &format!("cat {name}"), &fs_arg(image, offset)])
 }
 
 /// A SIF built from a busybox sandbox, or `None` (skipped).
@@ -106,11 +87,7 @@ fn an_overlay_image_is_preallocated_ext3_with_upper_and_work() {
     let m = std::fs::metadata(&img).unwrap();
     assert_eq!(m.len(), 128 << 20);
     assert_eq!(m.permissions().mode() & 0o777, 0o600);
-    assert!(
-        m.blocks() * 512 >= 128 << 20,
-        "allocated {}",
-        m.blocks() * 512
-    );
+    assert!(m.blocks() * 512 >= 128 << 20, "allocated {}", m.blocks() * 512);
     let me = format!("{}:{}", nix::unistd::getuid(), nix::unistd::getgid());
     assert_eq!(owner(&img, 0, "/upper"), me);
     assert_eq!(owner(&img, 0, "/work"), me);
@@ -131,21 +108,10 @@ fn a_sparse_overlay_allocates_only_its_metadata() {
     }
     let (_t, dir) = tmp();
     let img = dir.join("sparse.img");
-    success(&strata([
-        "overlay",
-        "create",
-        "-s",
-        "256",
-        "--sparse",
-        s(&img),
-    ]));
+    success(&strata(["overlay", "create", "-s", "256", "--sparse", s(&img)]));
     let m = std::fs::metadata(&img).unwrap();
     assert_eq!(m.len(), 256 << 20);
-    assert!(
-        m.blocks() * 512 < 64 << 20,
-        "allocated {}",
-        m.blocks() * 512
-    );
+    assert!(m.blocks() * 512 < 64 << 20, "allocated {}", m.blocks() * 512);
     fsck_clean(&img, 0);
 }
 
@@ -169,17 +135,8 @@ fn create_dir_makes_user_owned_directories_under_upper() {
     for p in ["/upper/usr", "/upper/usr/local/testing", "/upper/data"] {
         assert_eq!(owner(&img, 0, p), me, "{p}");
     }
-    let msg = fatal_of(&strata([
-        "overlay",
-        "create",
-        "--create-dir",
-        "/../etc",
-        s(&dir.join("bad.img")),
-    ]));
-    assert_eq!(
-        msg,
-        "overlay directory /../etc created outside of overlay layout upper"
-    );
+    let msg = fatal_of(&strata(["overlay", "create", "--create-dir", "/../etc", s(&dir.join("bad.img"))]));
+    assert_eq!(msg, "overlay directory /../etc created outside of overlay layout upper");
     assert!(!dir.join("bad.img").exists());
 }
 
@@ -233,19 +190,13 @@ fn wrong_sizes_and_existing_files_are_refused() {
     success(&strata(["overlay", "create", s(&img)]));
     let before = std::fs::read(&img).unwrap();
     let msg = fatal_of(&strata(["overlay", "create", s(&img)]));
-    assert_eq!(
-        msg,
-        format!("EXT3 overlay image {} already exists", s(&img))
-    );
+    assert_eq!(msg, format!("EXT3 overlay image {} already exists", s(&img)));
     assert!(std::fs::read(&img).unwrap() == before);
 
     let other = dir.join("notes.txt");
     std::fs::write(&other, b"my notes").unwrap();
     let msg = fatal_of(&strata(["overlay", "create", s(&other)]));
-    assert!(
-        msg.contains("already exists and is not a SIF image"),
-        "{msg}"
-    );
+    assert!(msg.contains("already exists and is not a SIF image"), "{msg}");
     assert_eq!(std::fs::read(&other).unwrap(), b"my notes");
 }
 
@@ -265,15 +216,9 @@ fn a_failing_mkfs_or_an_unwritable_directory_leaves_no_file() {
     std::fs::set_permissions(bin.join("mke2fs"), std::fs::Permissions::from_mode(0o755)).unwrap();
     let path = format!("{}:{}", s(&bin), std::env::var("PATH").unwrap_or_default());
     let img = dir.join("overlay.img");
-    let msg = fatal_of(&strata_env(
-        ["overlay", "create", s(&img)],
-        &[("PATH", &path)],
-    ));
+    let msg = fatal_of(&strata_env(["overlay", "create", s(&img)], &[("PATH", &path)]));
     assert!(
-        msg.starts_with(&format!(
-            "while creating ext3 partition in {}/overlay.img.tmp-",
-            s(&dir)
-        )),
+        msg.starts_with(&format!("while creating ext3 partition in {}/overlay.img.tmp-", s(&dir))),
         "{msg}"
     );
     assert!(
@@ -288,10 +233,7 @@ fn a_failing_mkfs_or_an_unwritable_directory_leaves_no_file() {
 
     if let Some(sif) = busybox_sif(&dir) {
         let before = std::fs::read(&sif).unwrap();
-        let msg = fatal_of(&strata_env(
-            ["overlay", "create", s(&sif)],
-            &[("PATH", &path)],
-        ));
+        let msg = fatal_of(&strata_env(["overlay", "create", s(&sif)], &[("PATH", &path)]));
         assert!(msg.contains("mke2fs failed with exit code 1"), "{msg}");
         assert!(std::fs::read(&sif).unwrap() == before, "the SIF changed");
     }
@@ -302,18 +244,13 @@ fn a_failing_mkfs_or_an_unwritable_directory_leaves_no_file() {
         std::fs::create_dir(&ro).unwrap();
         std::fs::set_permissions(&ro, std::fs::Permissions::from_mode(0o755)).unwrap();
         let img = ro.join("overlay.img");
-        if let Some(out) = strata_as(
-            70000,
-            &[OsStr::new("overlay"), OsStr::new("create"), img.as_os_str()],
-            &[],
-        ) {
+        if let Some(out) =
+            strata_as(70000, &[OsStr::new("overlay"), OsStr::new("create"), img.as_os_str()], &[])
+        {
             let msg = fatal_of(&out);
             assert_eq!(
                 msg,
-                format!(
-                    "could not create a temporary file in {}: Permission denied (os error 13)",
-                    s(&ro)
-                )
+                format!("could not create a temporary file in {}: Permission denied (os error 13)", s(&ro))
             );
             assert!(std::fs::read_dir(&ro).unwrap().next().is_none());
         }
@@ -327,32 +264,18 @@ fn an_overlay_partition_is_embedded_into_a_sif() {
     }
     let (_t, dir) = tmp();
     let Some(sif) = busybox_sif(&dir) else { return };
-    let err = success(&strata([
-        "-v",
-        "overlay",
-        "create",
-        "--size",
-        "100",
-        s(&sif),
-    ]));
+    let err = success(&strata(["-v", "overlay", "create", "--size", "100", s(&sif)]));
     assert!(err.contains("added overlay partition 3"), "{err}");
     let list = String::from_utf8(ok(["sif", "list", s(&sif)])).unwrap();
     let row = list.lines().nth(5).unwrap_or_default();
     let arch = strata::sif::Arch::host().go_name();
     assert!(row.starts_with("3    |1       |NONE    |"), "{list}");
-    assert!(
-        row.ends_with(&format!("|FS (Ext3/Overlay/{arch})")),
-        "{list}"
-    );
+    assert!(row.ends_with(&format!("|FS (Ext3/Overlay/{arch})")), "{list}");
     let (offset, size) = object_range(&sif, 3);
     assert_eq!(offset % 4096, 0);
     assert_eq!(size, 100 << 20);
     let m = std::fs::metadata(&sif).unwrap();
-    assert!(
-        m.blocks() * 512 >= 100 << 20,
-        "preallocated: {}",
-        m.blocks() * 512
-    );
+    assert!(m.blocks() * 512 >= 100 << 20, "preallocated: {}", m.blocks() * 512);
     let me = format!("{}:{}", nix::unistd::getuid(), nix::unistd::getgid());
     assert_eq!(owner(&sif, offset, "/upper"), me);
     assert_eq!(owner(&sif, offset, "/work"), me);
@@ -399,13 +322,7 @@ fn signed_and_encrypted_sifs_are_refused() {
     ]));
     let before = std::fs::read(&sif).unwrap();
     let msg = fatal_of(&strata(["overlay", "create", s(&sif)]));
-    assert_eq!(
-        msg,
-        format!(
-            "SIF image {} is signed: could not add writable overlay",
-            s(&sif)
-        )
-    );
+    assert_eq!(msg, format!("SIF image {} is signed: could not add writable overlay", s(&sif)));
     assert!(std::fs::read(&sif).unwrap() == before);
 
     let enc = dir.join("enc.sif");
@@ -429,13 +346,7 @@ fn signed_and_encrypted_sifs_are_refused() {
         s(&data),
     ]));
     let msg = fatal_of(&strata(["overlay", "create", s(&enc)]));
-    assert_eq!(
-        msg,
-        format!(
-            "encrypted root FS partition in {}: could not add writable overlay",
-            s(&enc)
-        )
-    );
+    assert_eq!(msg, format!("encrypted root FS partition in {}: could not add writable overlay", s(&enc)));
 }
 
 #[test]
@@ -450,10 +361,7 @@ fn resize_grows_and_shrinks_an_image_keeping_its_files() {
     let expected = std::fs::read_to_string("/etc/hostname").unwrap();
 
     let err = success(&strata(["overlay", "resize", "--size", "300", s(&img)]));
-    assert!(
-        err.contains(&format!("Resized {} from 100 MiB to 300 MiB", s(&img))),
-        "{err}"
-    );
+    assert!(err.contains(&format!("Resized {} from 100 MiB to 300 MiB", s(&img))), "{err}");
     let m = std::fs::metadata(&img).unwrap();
     assert_eq!(m.len(), 300 << 20);
     assert!(m.blocks() * 512 >= 300 << 20, "grown part preallocated");
@@ -507,14 +415,7 @@ fn resize_grows_and_shrinks_a_sif_overlay_partition() {
     // Another object after the partition: it can shrink in place, not grow.
     let extra = dir.join("extra");
     std::fs::write(&extra, b"generic data").unwrap();
-    success(&strata([
-        "sif",
-        "add",
-        "--datatype",
-        "7",
-        s(&sif),
-        s(&extra),
-    ]));
+    success(&strata(["sif", "add", "--datatype", "7", s(&sif), s(&extra)]));
     let before = std::fs::read(&sif).unwrap();
     let msg = fatal_of(&strata(["overlay", "resize", "--size", "100", s(&sif)]));
     assert_eq!(
@@ -545,10 +446,7 @@ fn resize_is_refused_while_the_overlay_is_in_use() {
     let holder = File::open(&img).unwrap();
     strata::overlay::lock_range(&holder, 0, 64 << 20, false).unwrap();
     let msg = fatal_of(&strata(["overlay", "resize", "--size", "128", s(&img)]));
-    assert_eq!(
-        msg,
-        format!("{} is in use by another container; stop it first", s(&img))
-    );
+    assert_eq!(msg, format!("{} is in use by another container; stop it first", s(&img)));
     assert!(std::fs::read(&img).unwrap() == before);
     drop(holder);
     success(&strata(["overlay", "resize", "--size", "128", s(&img)]));
@@ -556,17 +454,10 @@ fn resize_is_refused_while_the_overlay_is_in_use() {
     if let Some(sif) = busybox_sif(&dir) {
         success(&strata(["overlay", "create", s(&sif)]));
         let (offset, size) = object_range(&sif, 3);
-        let holder = OpenOptions::new()
-            .read(true)
-            .write(true)
-            .open(&sif)
-            .unwrap();
+        let holder = OpenOptions::new().read(true).write(true).open(&sif).unwrap();
         strata::overlay::lock_range(&holder, offset, size, true).unwrap();
         let msg = fatal_of(&strata(["overlay", "resize", "--size", "128", s(&sif)]));
-        assert_eq!(
-            msg,
-            format!("{} is in use by another container; stop it first", s(&sif))
-        );
+        assert_eq!(msg, format!("{} is in use by another container; stop it first", s(&sif)));
         // A lock on another part of the SIF (its root filesystem) does not stand in the way.
         drop(holder);
         let holder = File::open(&sif).unwrap();
@@ -586,13 +477,7 @@ fn resize_refuses_what_is_not_an_ext3_overlay() {
     assert_eq!(msg, "image size must be equal or greater than 64 MiB");
     let missing = dir.join("missing.img");
     let msg = fatal_of(&strata(["overlay", "resize", "--size", "100", s(&missing)]));
-    assert_eq!(
-        msg,
-        format!(
-            "could not open {}: No such file or directory (os error 2)",
-            s(&missing)
-        )
-    );
+    assert_eq!(msg, format!("could not open {}: No such file or directory (os error 2)", s(&missing)));
     let other = dir.join("notes.txt");
     std::fs::write(&other, vec![b'x'; 4096]).unwrap();
     let msg = fatal_of(&strata(["overlay", "resize", "--size", "100", s(&other)]));

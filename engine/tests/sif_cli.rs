@@ -19,18 +19,10 @@ impl Td {
     fn new() -> Option<Td> {
         let shared = testdata()?;
         let dir = tempfile::tempdir().unwrap();
-        Some(Td {
-            dir: dir.path().to_path_buf(),
-            _dir: dir,
-            shared,
-        })
+        Some(Td { dir: dir.path().to_path_buf(), _dir: dir, shared })
     }
     fn image(&self, name: &str) -> PathBuf {
-        copy_into(
-            &self.shared.join(format!("sif/images/{name}.sif")),
-            &self.dir,
-            &format!("{name}.sif"),
-        )
+        copy_into(&self.shared.join(format!("sif/images/{name}.sif")), &self.dir, &format!("{name}.sif"))
     }
     fn reference(&self, name: &str) -> Vec<u8> {
         std::fs::read(self.shared.join(format!("sif/images/{name}.sif"))).unwrap()
@@ -45,18 +37,8 @@ impl Td {
     }
 }
 
-const EXT3_GROUP2: [&str; 10] = [
-    "--datatype",
-    "4",
-    "--partfs",
-    "2",
-    "--parttype",
-    "1",
-    "--partarch",
-    "2",
-    "--groupid",
-    "2",
-];
+const EXT3_GROUP2: [&str; 10] =
+    ["--datatype", "4", "--partfs", "2", "--parttype", "1", "--partarch", "2", "--groupid", "2"];
 
 #[test]
 fn adding_root_ext3_in_group_2_to_one_group_gives_two_groups() {
@@ -98,17 +80,11 @@ fn the_documented_overlay_embed_adds_an_overlay_in_group_1() {
     assert_eq!(diff, [5275, 5471]);
     assert_eq!((got[5275], got[5471]), (1, 4));
     let list = String::from_utf8(ok(["sif", "list", s(&img)])).unwrap();
-    assert!(list
-        .ends_with("3    |1       |NONE    |40960-303104              |FS (Ext3/Overlay/amd64)\n"));
+    assert!(list.ends_with("3    |1       |NONE    |40960-303104              |FS (Ext3/Overlay/amd64)\n"));
     let info = String::from_utf8(ok(["sif", "info", "3", s(&img)])).unwrap();
-    assert!(
-        info.contains("  Partition Type:   Overlay\n") && info.contains("  Group ID:         1\n")
-    );
+    assert!(info.contains("  Partition Type:   Overlay\n") && info.contains("  Group ID:         1\n"));
     let header = ok(["sif", "header", s(&img)]);
-    assert_eq!(
-        header,
-        std::fs::read(td.shared.join("sif/golden/Header-two-groups.golden")).unwrap()
-    );
+    assert_eq!(header, std::fs::read(td.shared.join("sif/golden/Header-two-groups.golden")).unwrap());
 }
 
 #[test]
@@ -131,8 +107,7 @@ fn flags_may_follow_the_paths_and_groupid_defaults_to_none() {
         "2",
     ]);
     let list = String::from_utf8(ok(["sif", "list", s(&img)])).unwrap();
-    assert!(list
-        .ends_with("3    |NONE    |NONE    |40960-303104              |FS (Ext3/Overlay/amd64)\n"));
+    assert!(list.ends_with("3    |NONE    |NONE    |40960-303104              |FS (Ext3/Overlay/amd64)\n"));
 }
 
 #[test]
@@ -202,18 +177,10 @@ fn delete_then_add_reuses_the_slot_and_the_tail() {
     ok(["sif", "del", "3", s(&img)]);
     let after_del = std::fs::read(&img).unwrap();
     assert_eq!(after_del.len(), 303104, "del keeps the file length");
-    assert!(
-        after_del[4096 + 2 * 585..4096 + 3 * 585]
-            .iter()
-            .all(|&b| b == 0),
-        "slot zeroed"
-    );
+    assert!(after_del[4096 + 2 * 585..4096 + 3 * 585].iter().all(|&b| b == 0), "slot zeroed");
     let header = String::from_utf8(ok(["sif", "header", s(&img)])).unwrap();
     assert!(header.contains("Descriptors Free:     46\n"), "{header}");
-    assert!(
-        header.contains("Data Size:            265 KiB\n"),
-        "DataSize stays: {header}"
-    );
+    assert!(header.contains("Data Size:            265 KiB\n"), "DataSize stays: {header}");
     let mut args = vec!["sif", "add"];
     args.extend(EXT3_GROUP2);
     let ext3 = td.input("root.ext3");
@@ -231,10 +198,7 @@ fn deleting_the_first_object_frees_id_1_for_the_next_add() {
     ok(["sif", "add", "--datatype", "6", s(&img), s(&json)]);
     let list = String::from_utf8(ok(["sif", "list", s(&img)])).unwrap();
     let first = list.lines().nth(3).unwrap();
-    assert_eq!(
-        first,
-        "1    |NONE    |NONE    |303104-303106             |JSON.Generic"
-    );
+    assert_eq!(first, "1    |NONE    |NONE    |303104-303106             |JSON.Generic");
 }
 
 #[test]
@@ -260,15 +224,9 @@ fn setprim_moves_the_primary_and_back() {
     let header = String::from_utf8(ok(["sif", "header", s(&img)])).unwrap();
     assert!(header.contains("Primary Architecture: amd64\n"));
     ok(["sif", "setprim", "2", s(&img)]);
-    assert!(
-        std::fs::read(&img).unwrap() == td.reference("two-groups"),
-        "deterministic round trip"
-    );
+    assert!(std::fs::read(&img).unwrap() == td.reference("two-groups"), "deterministic round trip");
     ok(["sif", "setprim", "2", s(&img)]);
-    assert!(
-        std::fs::read(&img).unwrap() == td.reference("two-groups"),
-        "already primary: no write"
-    );
+    assert!(std::fs::read(&img).unwrap() == td.reference("two-groups"), "already primary: no write");
 }
 
 #[test]
@@ -296,25 +254,13 @@ fn refusals_leave_the_image_unchanged() {
             ],
             "image already contains a primary partition (object 2)",
         ),
-        (
-            vec!["sif", "add", s(&img), s(&json)],
-            "-datatype flag is required with a valid range",
-        ),
+        (vec!["sif", "add", s(&img), s(&json)], "-datatype flag is required with a valid range"),
         (
             vec!["sif", "add", "--datatype", "12", s(&img), s(&json)],
             "-datatype flag is required with a valid range",
         ),
         (
-            vec![
-                "sif",
-                "add",
-                "--datatype",
-                "4",
-                "--partfs",
-                "2",
-                s(&img),
-                s(&json),
-            ],
+            vec!["sif", "add", "--datatype", "4", "--partfs", "2", s(&img), s(&json)],
             "with partition datatype, --partfs, --parttype and --partarch must be passed",
         ),
         (
@@ -339,100 +285,40 @@ fn refusals_leave_the_image_unchanged() {
             "with SBOM datatype, --sbomformat must be passed",
         ),
         (
-            vec![
-                "sif",
-                "add",
-                "--datatype",
-                "9",
-                "--sbomformat",
-                "xml",
-                s(&img),
-                s(&json),
-            ],
+            vec!["sif", "add", "--datatype", "9", "--sbomformat", "xml", s(&img), s(&json)],
             "invalid SBOM format: xml",
         ),
         (
-            vec![
-                "sif",
-                "add",
-                "--datatype",
-                "5",
-                "--signhash",
-                "9",
-                "--signentity",
-                "00",
-                s(&img),
-                s(&json),
-            ],
+            vec!["sif", "add", "--datatype", "5", "--signhash", "9", "--signentity", "00", s(&img), s(&json)],
             "invalid hash type: 9",
         ),
         (
-            vec![
-                "sif",
-                "add",
-                "--datatype",
-                "5",
-                "--signhash",
-                "1",
-                "--signentity",
-                "0g",
-                s(&img),
-                s(&json),
-            ],
+            vec!["sif", "add", "--datatype", "5", "--signhash", "1", "--signentity", "0g", s(&img), s(&json)],
             "failed to decode signing entity fingerprint: encoding/hex: invalid byte: U+0067 'g'",
         ),
         (
-            vec![
-                "sif",
-                "add",
-                "--datatype",
-                "5",
-                "--signhash",
-                "1",
-                "--signentity",
-                "00",
-                s(&img),
-                s(&json),
-            ],
+            vec!["sif", "add", "--datatype", "5", "--signhash", "1", "--signentity", "00", s(&img), s(&json)],
             "invalid signing entity fingerprint length: got 1, want 20",
         ),
         (
-            vec![
-                "sif",
-                "add",
-                "--datatype",
-                "6",
-                "--link",
-                "0",
-                s(&img),
-                s(&json),
-            ],
+            vec!["sif", "add", "--datatype", "6", "--link", "0", s(&img), s(&json)],
             "invalid object ID 0 for --link",
         ),
         (vec!["sif", "setprim", "7", s(&img)], "object 7 not found"),
         (vec!["sif", "del", "0", s(&img)], "invalid object ID 0"),
         (vec!["sif", "del", "9", s(&img)], "object 9 not found"),
-        (
-            vec!["sif", "del", "x", s(&img)],
-            "while converting id: invalid object ID \"x\"",
-        ),
+        (vec!["sif", "del", "x", s(&img)], "while converting id: invalid object ID \"x\""),
         (vec!["sif", "info", "9", s(&img)], "object 9 not found"),
         (vec!["sif", "dump", "0", s(&img)], "invalid object ID 0"),
     ];
     for (args, want) in cases {
         let msg = fatal(&args);
         assert!(msg.contains(want), "{args:?}: got {msg:?}, want {want:?}");
-        assert!(
-            std::fs::read(&img).unwrap() == before,
-            "{args:?} changed the image"
-        );
+        assert!(std::fs::read(&img).unwrap() == before, "{args:?} changed the image");
     }
     let missing = td.dir.join("missing.bin");
     let msg = fatal(["sif", "add", "--datatype", "6", s(&img), s(&missing)]);
-    assert!(
-        msg.starts_with("open ") && msg.ends_with("No such file or directory (os error 2)"),
-        "{msg}"
-    );
+    assert!(msg.starts_with("open ") && msg.ends_with("No such file or directory (os error 2)"), "{msg}");
 }
 
 #[test]
@@ -464,10 +350,7 @@ fn only_system_partitions_can_become_primary() {
         s(&ext3),
     ]);
     let msg = fatal(["sif", "setprim", "3", s(&img)]);
-    assert!(
-        msg.ends_with("object 3 is not a system partition (partition type Overlay)"),
-        "{msg}"
-    );
+    assert!(msg.ends_with("object 3 is not a system partition (partition type Overlay)"), "{msg}");
 }
 
 #[test]
@@ -480,7 +363,12 @@ fn a_full_descriptor_table_refuses_another_object() {
     }
     let before = std::fs::read(&img).unwrap();
     let msg = fatal(["sif", "add", "--datatype", "6", s(&img), s(&json)]);
-    assert!(msg.ends_with("insufficient descriptor capacity to add data object(s) to image: all 48 slots are in use"), "{msg}");
+    assert!(
+        msg.ends_with(
+            "insufficient descriptor capacity to add data object(s) to image: all 48 slots are in use"
+        ),
+        "{msg}"
+    );
     assert!(std::fs::read(&img).unwrap() == before);
 }
 
@@ -534,10 +422,7 @@ fn busybox_rootfs_mounts_at_the_listed_offset() {
     assert!(st.success(), "mount -o {opts} failed");
     let has_busybox = mnt.join("bin/busybox").exists();
     let has_dot_singularity = mnt.join(".singularity.d").is_dir();
-    let st = std::process::Command::new("umount")
-        .arg(&mnt)
-        .status()
-        .unwrap();
+    let st = std::process::Command::new("umount").arg(&mnt).status().unwrap();
     assert!(st.success(), "umount failed");
     assert!(has_busybox && has_dot_singularity);
 }
@@ -624,20 +509,14 @@ fn hostile_images_fail_with_one_clear_line() {
         let json = td.file("x.json", b"{}");
         let before = std::fs::read(&img).unwrap();
         fatal(["sif", "add", "--datatype", "6", s(&img), s(&json)]);
-        assert!(
-            std::fs::read(&img).unwrap() == before,
-            "{name}: add changed a hostile image"
-        );
+        assert!(std::fs::read(&img).unwrap() == before, "{name}: add changed a hostile image");
     }
 }
 
 #[test]
 fn a_missing_image_is_reported_by_path() {
     let msg = fatal(["sif", "list", "/nonexistent/x.sif"]);
-    assert_eq!(
-        msg,
-        "could not open image /nonexistent/x.sif: No such file or directory (os error 2)"
-    );
+    assert_eq!(msg, "could not open image /nonexistent/x.sif: No such file or directory (os error 2)");
     let out = strata(["sif", "list", "/nonexistent/x.sif"]);
     assert!(out.stdout.is_empty());
 }

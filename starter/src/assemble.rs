@@ -48,9 +48,7 @@ fn attach_loop(
     layer: &GrantedLayer,
     max: u32,
 ) -> Result<(u32, OwnedFd)> {
-    let backing = backing
-        .try_clone_to_owned()
-        .context(|| "cannot duplicate an image fd".into())?;
+    let backing = backing.try_clone_to_owned().context(|| "cannot duplicate an image fd".into())?;
     let mut flags = sys::LO_FLAGS_AUTOCLEAR;
     if !layer.writable {
         flags |= sys::LO_FLAGS_READ_ONLY;
@@ -78,38 +76,22 @@ fn attach_loop(
         match result {
             Ok(()) => return Ok((n, dev)),
             Err(Errno::EBUSY) => continue, // another container took it first
-            Err(e) => bail!(
-                "cannot attach {} to /dev/loop{n}: {e}",
-                layer.path.display()
-            ),
+            Err(e) => bail!("cannot attach {} to /dev/loop{n}: {e}", layer.path.display()),
         }
     }
-    bail!(
-        "failed to find loop device: every free device was taken concurrently {LOOP_RETRIES} times"
-    )
+    bail!("failed to find loop device: every free device was taken concurrently {LOOP_RETRIES} times")
 }
 
 /// A read-only loop device already bound to the same file, offset and size, so that the
 /// kernel reuses its squashfs superblock (and the decompressed page cache) instead of building
 /// a new one. The open fd pins the device (autoclear waits for the last opener), and the
 /// binding is verified on that fd, so the device cannot change between check and mount.
-fn find_shared_loop(
-    backing: BorrowedFd<'_>,
-    layer: &GrantedLayer,
-    max: u32,
-) -> Option<(u32, OwnedFd)> {
+fn find_shared_loop(backing: BorrowedFd<'_>, layer: &GrantedLayer, max: u32) -> Option<(u32, OwnedFd)> {
     let st = fstat(backing.as_raw_fd()).ok()?;
-    let read = |p: String| {
-        std::fs::read_to_string(p)
-            .ok()
-            .map(|s| s.trim().to_string())
-    };
+    let read = |p: String| std::fs::read_to_string(p).ok().map(|s| s.trim().to_string());
     for entry in std::fs::read_dir("/sys/block").ok()?.flatten() {
         let name = entry.file_name().to_string_lossy().into_owned();
-        let Some(n) = name
-            .strip_prefix("loop")
-            .and_then(|n| n.parse::<u32>().ok())
-        else {
+        let Some(n) = name.strip_prefix("loop").and_then(|n| n.parse::<u32>().ok()) else {
             continue;
         };
         if n >= max
@@ -139,18 +121,12 @@ fn find_shared_loop(
 }
 
 /// Mount one image layer at `target`.
-fn mount_image(
-    control: &OwnedFd,
-    grant: &Grant,
-    layer: &GrantedLayer,
-    target: &Path,
-) -> Result<()> {
-    let shared =
-        if grant.shared_loop_devices && layer.kind == LayerKind::Squashfs && !layer.writable {
-            find_shared_loop(grant.fd(layer.fd), layer, grant.max_loop_devices)
-        } else {
-            None
-        };
+fn mount_image(control: &OwnedFd, grant: &Grant, layer: &GrantedLayer, target: &Path) -> Result<()> {
+    let shared = if grant.shared_loop_devices && layer.kind == LayerKind::Squashfs && !layer.writable {
+        find_shared_loop(grant.fd(layer.fd), layer, grant.max_loop_devices)
+    } else {
+        None
+    };
     let (n, _dev) = match shared {
         Some(found) => found,
         None => attach_loop(control, grant.fd(layer.fd), layer, grant.max_loop_devices)?,
@@ -235,9 +211,7 @@ fn fd_path(fd: &OwnedFd) -> String {
 
 /// overlayfs option values escape ',' ':' and '\'.
 fn escape(p: &str) -> String {
-    p.replace('\\', "\\\\")
-        .replace(',', "\\,")
-        .replace(':', "\\:")
+    p.replace('\\', "\\\\").replace(',', "\\,").replace(':', "\\:")
 }
 
 /// The mount points the container needs: (destination, is_dir).
@@ -282,8 +256,7 @@ fn find(roots: &[OwnedFd], path: &str) -> Option<(FileStat, String)> {
         if is_type(&st, SFlag::S_IFCHR) && st.st_rdev == 0 {
             continue;
         }
-        let link =
-            |f: &OwnedFd| std::fs::read_link(format!("/proc/self/fd/{}", f.as_raw_fd())).ok();
+        let link = |f: &OwnedFd| std::fs::read_link(format!("/proc/self/fd/{}", f.as_raw_fd())).ok();
         let canonical = match (link(root), link(&fd)) {
             (Some(r), Some(p)) => p
                 .strip_prefix(&r)
@@ -375,8 +348,7 @@ fn build_stub(stub: &Path, roots: &[OwnedFd], points: &[(String, bool)]) -> Resu
 
 /// A detached clone of the tree at `fd` with `attrs` set.
 fn bind_tree(fd: &OwnedFd, recursive: bool, attrs: u64) -> Result<OwnedFd> {
-    let tree =
-        sys::clone_tree(fd, recursive).context(|| "cannot clone a mount for binding".into())?;
+    let tree = sys::clone_tree(fd, recursive).context(|| "cannot clone a mount for binding".into())?;
     sys::mount_setattr(&tree, attrs, recursive).context(|| "cannot set bind mount flags".into())?;
     Ok(tree)
 }
@@ -385,12 +357,8 @@ fn bind_tree(fd: &OwnedFd, recursive: bool, attrs: u64) -> Result<OwnedFd> {
 fn minimal_dev(root: &OwnedFd) -> Result<()> {
     let dev = sys::open_in_root(root, "/dev", libc::O_PATH | libc::O_DIRECTORY, 0)
         .context(|| "cannot open /dev in the container".into())?;
-    let tmpfs = sys::new_fs(
-        "tmpfs",
-        &[("mode", "0755"), ("size", "1m")],
-        NOSUID | NOEXEC,
-    )
-    .context(|| "cannot create the /dev tmpfs".into())?;
+    let tmpfs = sys::new_fs("tmpfs", &[("mode", "0755"), ("size", "1m")], NOSUID | NOEXEC)
+        .context(|| "cannot create the /dev tmpfs".into())?;
     sys::move_mount_to(&tmpfs, &dev).context(|| "cannot mount /dev".into())?;
     let dev = sys::open_in_root(root, "/dev", libc::O_PATH | libc::O_DIRECTORY, 0)
         .context(|| "cannot open /dev in the container".into())?;
@@ -400,27 +368,20 @@ fn minimal_dev(root: &OwnedFd) -> Result<()> {
         let target = sys::open_at(&dev, node, libc::O_CREAT | libc::O_WRONLY, 0o666)
             .context(|| format!("cannot create /dev/{node}"))?;
         drop(target);
-        let target = sys::open_at(&dev, node, libc::O_PATH, 0)
-            .context(|| format!("cannot open /dev/{node}"))?;
+        let target =
+            sys::open_at(&dev, node, libc::O_PATH, 0).context(|| format!("cannot open /dev/{node}"))?;
         let tree = bind_tree(&host, false, NOSUID | NOEXEC)?;
         sys::move_mount_to(&tree, &target).context(|| format!("cannot bind /dev/{node}"))?;
     }
     for d in ["pts", "shm"] {
-        nix::sys::stat::mkdirat(
-            Some(dev.as_raw_fd()),
-            d,
-            nix::sys::stat::Mode::from_bits_truncate(0o755),
-        )
-        .context(|| format!("cannot create /dev/{d}"))?;
+        nix::sys::stat::mkdirat(Some(dev.as_raw_fd()), d, nix::sys::stat::Mode::from_bits_truncate(0o755))
+            .context(|| format!("cannot create /dev/{d}"))?;
     }
     let pts = sys::open_at(&dev, "pts", libc::O_PATH | libc::O_DIRECTORY, 0)
         .context(|| "cannot open /dev/pts".into())?;
-    let devpts = sys::new_fs(
-        "devpts",
-        &[("ptmxmode", "0666"), ("mode", "0620"), ("gid", "5")],
-        NOSUID | NOEXEC,
-    )
-    .context(|| "cannot create a devpts instance".into())?;
+    let devpts =
+        sys::new_fs("devpts", &[("ptmxmode", "0666"), ("mode", "0620"), ("gid", "5")], NOSUID | NOEXEC)
+            .context(|| "cannot create a devpts instance".into())?;
     sys::move_mount_to(&devpts, &pts).context(|| "cannot mount /dev/pts".into())?;
     let shm = sys::open_at(&dev, "shm", libc::O_PATH | libc::O_DIRECTORY, 0)
         .context(|| "cannot open /dev/shm".into())?;
@@ -455,10 +416,7 @@ pub fn detach_caller_trees(grant: &Grant) -> Result<Detached> {
         .binds
         .iter()
         .map(|b| {
-            let src = grant
-                .fd(b.fd)
-                .try_clone_to_owned()
-                .context(|| format!("bind {}", b.dest))?;
+            let src = grant.fd(b.fd).try_clone_to_owned().context(|| format!("bind {}", b.dest))?;
             let mut attrs = NOSUID | NODEV;
             if b.readonly {
                 attrs |= libc::MOUNT_ATTR_RDONLY;
@@ -473,17 +431,13 @@ pub fn detach_caller_trees(grant: &Grant) -> Result<Detached> {
             if l.kind != LayerKind::Dir {
                 return Ok(None);
             }
-            let src = grant
-                .fd(l.fd)
-                .try_clone_to_owned()
-                .context(|| format!("cannot use {}", l.path.display()))?;
+            let src =
+                grant.fd(l.fd).try_clone_to_owned().context(|| format!("cannot use {}", l.path.display()))?;
             let mut attrs = NOSUID | NODEV;
             if !l.writable {
                 attrs |= libc::MOUNT_ATTR_RDONLY;
             }
-            bind_tree(&src, false, attrs)
-                .context(|| format!("cannot use {}", l.path.display()))
-                .map(Some)
+            bind_tree(&src, false, attrs).context(|| format!("cannot use {}", l.path.display())).map(Some)
         })
         .collect::<Result<Vec<_>>>()?;
     Ok(Detached { binds, dirs })
@@ -501,27 +455,23 @@ impl Session {
         let mut lowers: Vec<String> = Vec::new();
         let mut upper_work_fds: Option<[OwnedFd; 2]> = None;
         let mut direct_root: Option<PathBuf> = None;
-        std::fs::create_dir(self.path("layers"))
-            .context(|| "cannot create the session layout".into())?;
+        std::fs::create_dir(self.path("layers")).context(|| "cannot create the session layout".into())?;
         for (i, layer) in grant.layers.iter().enumerate() {
             let is_upper = grant.writable == Writable::Layer(i);
             let shown = layer.path.display().to_string();
             let root: OwnedFd = match layer.kind {
                 LayerKind::Dir => {
                     let target = self.path(&format!("layers/{i}"));
-                    std::fs::create_dir(&target)
-                        .context(|| "cannot create the session layout".into())?;
-                    let tree = dirs[i]
-                        .take()
-                        .ok_or_else(|| err!("{shown}: directory layer was not prepared"))?;
+                    std::fs::create_dir(&target).context(|| "cannot create the session layout".into())?;
+                    let tree =
+                        dirs[i].take().ok_or_else(|| err!("{shown}: directory layer was not prepared"))?;
                     sys::move_mount_to(&tree, &dir_o_path(&target)?)
                         .context(|| format!("cannot mount {shown}"))?;
                     dir_o_path(&target)?
                 }
                 _ => {
                     let target = self.path(&format!("layers/{i}"));
-                    std::fs::create_dir(&target)
-                        .context(|| "cannot create the session layout".into())?;
+                    std::fs::create_dir(&target).context(|| "cannot create the session layout".into())?;
                     mount_image(&control, grant, layer, &target)?;
                     dir_o_path(&target)?
                 }
@@ -530,13 +480,8 @@ impl Session {
                 // --writable on a sandbox directory or an ext3 rootfs, or 'enable overlay = no':
                 // no overlay at all, so no stub for missing mount points either.
                 let target = self.path("final");
-                std::fs::create_dir(&target)
-                    .context(|| "cannot create the session layout".into())?;
-                let attrs = if is_upper {
-                    NOSUID | NODEV
-                } else {
-                    NOSUID | NODEV | libc::MOUNT_ATTR_RDONLY
-                };
+                std::fs::create_dir(&target).context(|| "cannot create the session layout".into())?;
+                let attrs = if is_upper { NOSUID | NODEV } else { NOSUID | NODEV | libc::MOUNT_ATTR_RDONLY };
                 let tree = bind_tree(&root, false, attrs)?;
                 sys::move_mount_to(&tree, &dir_o_path(&target)?)
                     .context(|| format!("cannot mount {shown}"))?;
@@ -585,21 +530,12 @@ impl Session {
                     let up = self.path("tmpfs/upper");
                     nix::unistd::chown(&up, Some(caller.uid), Some(caller.gid))
                         .context(|| "cannot give the writable tmpfs to the caller".into())?;
-                    upper_work_fds =
-                        Some([dir_o_path(&up)?, dir_o_path(&self.path("tmpfs/work"))?]);
+                    upper_work_fds = Some([dir_o_path(&up)?, dir_o_path(&self.path("tmpfs/work"))?]);
                 }
                 let target = self.path("final");
-                std::fs::create_dir(&target)
-                    .context(|| "cannot create the session layout".into())?;
+                std::fs::create_dir(&target).context(|| "cannot create the session layout".into())?;
                 let mut data = String::from("lowerdir=");
-                data.push_str(
-                    &lowers
-                        .iter()
-                        .rev()
-                        .map(|l| escape(l))
-                        .collect::<Vec<_>>()
-                        .join(":"),
-                );
+                data.push_str(&lowers.iter().rev().map(|l| escape(l)).collect::<Vec<_>>().join(":"));
                 let mut flags = MsFlags::MS_NOSUID | MsFlags::MS_NODEV;
                 match &upper_work_fds {
                     Some([u, w]) => {
@@ -607,14 +543,8 @@ impl Session {
                     }
                     None => flags |= MsFlags::MS_RDONLY,
                 }
-                mount(
-                    Some("strata"),
-                    &target,
-                    Some("overlay"),
-                    flags,
-                    Some(data.as_str()),
-                )
-                .context(|| format!("can't mount overlay filesystem to {}", target.display()))?;
+                mount(Some("strata"), &target, Some("overlay"), flags, Some(data.as_str()))
+                    .context(|| format!("can't mount overlay filesystem to {}", target.display()))?;
                 target
             }
         };
@@ -649,17 +579,8 @@ impl Session {
             });
         }
         if grant.mounts.sys {
-            let sysfs = fs(
-                "sysfs",
-                &[],
-                NOSUID | NODEV | NOEXEC | libc::MOUNT_ATTR_RDONLY,
-            )?;
-            mounts.push(Mount {
-                dest: "/sys".into(),
-                is_dir: true,
-                source: sysfs,
-                required: false,
-            });
+            let sysfs = fs("sysfs", &[], NOSUID | NODEV | NOEXEC | libc::MOUNT_ATTR_RDONLY)?;
+            mounts.push(Mount { dest: "/sys".into(), is_dir: true, source: sysfs, required: false });
         }
         if grant.mounts.dev == DevMode::Full {
             let host_dev = dir_o_path(Path::new("/dev"))?;
@@ -687,11 +608,7 @@ impl Session {
         }
         if let Some(home) = &grant.mounts.home_tmpfs {
             let (uid, gid) = (caller.uid.to_string(), caller.gid.to_string());
-            let mut opts = vec![
-                ("mode", "0700"),
-                ("uid", uid.as_str()),
-                ("gid", gid.as_str()),
-            ];
+            let mut opts = vec![("mode", "0700"), ("uid", uid.as_str()), ("gid", gid.as_str())];
             let size = grant.session_size_mib.map(|m| format!("{m}m"));
             if let Some(s) = &size {
                 opts.push(("size", s.as_str()));
@@ -720,10 +637,7 @@ impl Session {
                     bail!("destination {} doesn't exist in container ({e})", m.dest)
                 }
                 Err(_) => {
-                    crate::warn(&format!(
-                        "skipping mount of {}: it does not exist in the container",
-                        m.dest
-                    ));
+                    crate::warn(&format!("skipping mount of {}: it does not exist in the container", m.dest));
                     continue;
                 }
             };

@@ -30,12 +30,7 @@ impl Caller {
             bail!("strata-starter must be single-threaded");
         }
         let groups = getgroups().context(|| "getgroups".into())?;
-        Ok(Caller {
-            uid: uids.real,
-            gid: gids.real,
-            groups,
-            setuid: !uids.real.is_root(),
-        })
+        Ok(Caller { uid: uids.real, gid: gids.real, groups, setuid: !uids.real.is_root() })
     }
 
     pub fn is_root(&self) -> bool {

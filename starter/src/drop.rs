@@ -31,15 +31,12 @@ pub fn drop_privileges_for_good(caller: &Caller) -> Result<()> {
         }
     }
     caps::clear(None, CapSet::Ambient).context(|| "cannot clear ambient capabilities".into())?;
-    caps::clear(None, CapSet::Inheritable)
-        .context(|| "cannot clear inheritable capabilities".into())?;
+    caps::clear(None, CapSet::Inheritable).context(|| "cannot clear inheritable capabilities".into())?;
     setresgid(caller.gid, caller.gid, caller.gid).context(|| "setresgid".into())?;
     setresuid(caller.uid, caller.uid, caller.uid).context(|| "setresuid".into())?;
     // The kernel cleared permitted/effective when all uids became non-zero; be explicit.
-    caps::clear(None, CapSet::Permitted)
-        .context(|| "cannot clear permitted capabilities".into())?;
-    caps::clear(None, CapSet::Effective)
-        .context(|| "cannot clear effective capabilities".into())?;
+    caps::clear(None, CapSet::Permitted).context(|| "cannot clear permitted capabilities".into())?;
+    caps::clear(None, CapSet::Effective).context(|| "cannot clear effective capabilities".into())?;
     sys::set_dumpable(false).context(|| "PR_SET_DUMPABLE".into())?;
     sys::set_no_new_privs().context(|| "PR_SET_NO_NEW_PRIVS".into())?;
     verify(caller)
@@ -49,8 +46,7 @@ pub fn drop_privileges_for_good(caller: &Caller) -> Result<()> {
 fn verify(caller: &Caller) -> Result<()> {
     let u = getresuid().context(|| "getresuid".into())?;
     let g = getresgid().context(|| "getresgid".into())?;
-    if [u.real, u.effective, u.saved] != [caller.uid; 3]
-        || [g.real, g.effective, g.saved] != [caller.gid; 3]
+    if [u.real, u.effective, u.saved] != [caller.uid; 3] || [g.real, g.effective, g.saved] != [caller.gid; 3]
     {
         bail!("privilege drop failed: ids are not the caller's");
     }
@@ -60,13 +56,8 @@ fn verify(caller: &Caller) -> Result<()> {
     if nix::unistd::setuid(Uid::from_raw(0)).is_ok() {
         bail!("privilege drop failed: could regain root");
     }
-    for set in [
-        CapSet::Permitted,
-        CapSet::Effective,
-        CapSet::Inheritable,
-        CapSet::Ambient,
-        CapSet::Bounding,
-    ] {
+    for set in [CapSet::Permitted, CapSet::Effective, CapSet::Inheritable, CapSet::Ambient, CapSet::Bounding]
+    {
         let held = caps::read(None, set).context(|| "cannot read capabilities".into())?;
         if !held.is_empty() {
             bail!("privilege drop failed: {set:?} capabilities remain");
@@ -104,20 +95,14 @@ pub fn payload_filter() -> Result<BpfProgram> {
     for &nr in DENIED {
         rules.insert(nr, vec![]);
     }
-    let arch =
-        TargetArch::try_from(std::env::consts::ARCH).map_err(|e| crate::err!("seccomp: {e:?}"))?;
-    let filter = SeccompFilter::new(
-        rules,
-        SeccompAction::Allow,
-        SeccompAction::Errno(libc::EPERM as u32),
-        arch,
-    )
-    .map_err(|e| crate::err!("seccomp filter: {e}"))?;
+    let arch = TargetArch::try_from(std::env::consts::ARCH).map_err(|e| crate::err!("seccomp: {e:?}"))?;
+    let filter =
+        SeccompFilter::new(rules, SeccompAction::Allow, SeccompAction::Errno(libc::EPERM as u32), arch)
+            .map_err(|e| crate::err!("seccomp filter: {e}"))?;
     BpfProgram::try_from(filter).map_err(|e| crate::err!("seccomp filter: {e}"))
 }
 
 /// Install the filter on this thread (it is inherited by the payload and can never be loosened).
 pub fn apply_filter(prog: &BpfProgram) -> Result<()> {
-    seccompiler::apply_filter(prog)
-        .map_err(|e| crate::err!("cannot install the seccomp filter: {e}"))
+    seccompiler::apply_filter(prog).map_err(|e| crate::err!("cannot install the seccomp filter: {e}"))
 }

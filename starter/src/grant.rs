@@ -104,9 +104,8 @@ impl FdInfo {
 
 fn inspect(fd: BorrowedFd<'_>, role: &str) -> Result<FdInfo> {
     let raw = fd.as_raw_fd();
-    let flags = OFlag::from_bits_truncate(
-        fcntl(raw, FcntlArg::F_GETFL).context(|| format!("fd {raw} ({role})"))?,
-    );
+    let flags =
+        OFlag::from_bits_truncate(fcntl(raw, FcntlArg::F_GETFL).context(|| format!("fd {raw} ({role})"))?);
     if flags.contains(OFlag::O_PATH) {
         bail!("fd {raw} ({role}) is an O_PATH descriptor; open the file for reading");
     }
@@ -154,12 +153,10 @@ fn read_at(fd: BorrowedFd<'_>, offset: u64, len: usize) -> Vec<u8> {
 }
 
 /// The ext3 test Apptainer uses: journal present, no feature the ext3 driver lacks.
-fn is_ext3(sb_area: &[u8]) -> bool {
+pub fn is_ext3(sb_area: &[u8]) -> bool {
     // The superblock starts at 1024; magic at +56, compat at +92, incompat +96, ro_compat +100.
     let le = |o: usize| -> Option<u32> {
-        sb_area
-            .get(o..o + 4)
-            .map(|b| u32::from_le_bytes([b[0], b[1], b[2], b[3]]))
+        sb_area.get(o..o + 4).map(|b| u32::from_le_bytes([b[0], b[1], b[2], b[3]]))
     };
     let (Some(magic), Some(compat), Some(incompat), Some(ro)) =
         (sb_area.get(1080..1082), le(1116), le(1120), le(1124))
@@ -179,16 +176,10 @@ fn check_limits(p: &Policy, info: &FdInfo) -> Result<()> {
         bail!("{shown}: image is not in an allowed configured path (limit container paths)");
     }
     let lookup = |e: strata_config::LookupError| crate::err!("limit container owners/groups: {e}");
-    if !p
-        .owner_allowed(info.st.st_uid, Path::new(PASSWD_FILE))
-        .map_err(lookup)?
-    {
+    if !p.owner_allowed(info.st.st_uid, Path::new(PASSWD_FILE)).map_err(lookup)? {
         bail!("{shown}: image is not owned by required user(s) (limit container owners)");
     }
-    if !p
-        .group_allowed(info.st.st_gid, Path::new(GROUP_FILE))
-        .map_err(lookup)?
-    {
+    if !p.group_allowed(info.st.st_gid, Path::new(GROUP_FILE)).map_err(lookup)? {
         bail!("{shown}: image is not owned by required group(s) (limit container groups)");
     }
     Ok(())
@@ -212,15 +203,11 @@ impl Checker<'_> {
     /// Adopt an fd the plan names: it must be above the plan fd and actually open.
     fn adopt(&mut self, n: RawFd, role: &str) -> Result<BorrowedFd<'_>> {
         if n <= plan::PLAN_FD {
-            bail!(
-                "fd {n} named for {role} is reserved (fds 0-{} are not images)",
-                plan::PLAN_FD
-            );
+            bail!("fd {n} named for {role} is reserved (fds 0-{} are not images)", plan::PLAN_FD);
         }
         if let std::collections::btree_map::Entry::Vacant(slot) = self.owned.entry(n) {
-            let fd = sys::adopt_fd(n).map_err(|_| {
-                crate::err!("fd {n} named for {role} was not passed to the starter")
-            })?;
+            let fd = sys::adopt_fd(n)
+                .map_err(|_| crate::err!("fd {n} named for {role} was not passed to the starter"))?;
             slot.insert(fd);
         }
         Ok(self.owned[&n].as_fd())
@@ -287,10 +274,7 @@ impl Checker<'_> {
                 let head = read_at(fd, l.offset, 2048);
                 if l.kind == LayerKind::Squashfs {
                     if head.get(..4) != Some(&SQUASHFS_MAGIC[..]) {
-                        bail!(
-                            "{shown} ({role}): no squashfs filesystem at offset {}",
-                            l.offset
-                        );
+                        bail!("{shown} ({role}): no squashfs filesystem at offset {}", l.offset);
                     }
                     if l.writable {
                         bail!("could not set {shown} image writable: squashfs is a read-only filesystem");
@@ -312,15 +296,14 @@ impl Checker<'_> {
                         bail!("configuration disallows users from mounting extfs in setuid mode (allow setuid-mount extfs)");
                     }
                 }
-                let ranges = self
-                    .ranges
-                    .entry((info.st.st_dev, info.st.st_ino))
-                    .or_default();
+                let ranges = self.ranges.entry((info.st.st_dev, info.st.st_ino)).or_default();
                 let overlaps = |&(s, e, w): &(u64, u64, bool)| {
                     l.offset < e && s < l.offset + l.size && (w || l.writable)
                 };
                 if ranges.iter().any(overlaps) {
-                    bail!("{shown} ({role}): overlaps another layer of the same file that is used for writing");
+                    bail!(
+                        "{shown} ({role}): overlaps another layer of the same file that is used for writing"
+                    );
                 }
                 ranges.push((l.offset, l.offset + l.size, l.writable));
                 self.loops += 1;
@@ -348,16 +331,11 @@ impl Checker<'_> {
         let info = inspect(fd, &role)?;
         let is_dir = info.is(SFlag::S_IFDIR);
         if !is_dir && !info.is(SFlag::S_IFREG) {
-            bail!(
-                "{}: only directories and regular files can be bound",
-                info.path.display()
-            );
+            bail!("{}: only directories and regular files can be bound", info.path.display());
         }
         if !self.policy.user_bind_control && !self.caller.is_root() {
             let admin = self.policy.bind_paths.iter().any(|bp| {
-                let same_dest = container_path(&bp.destination.to_string_lossy(), "")
-                    .ok()
-                    .as_deref()
+                let same_dest = container_path(&bp.destination.to_string_lossy(), "").ok().as_deref()
                     == Some(dest.as_str());
                 let same_obj = nix::sys::stat::stat(&bp.source)
                     .map(|s| s.st_dev == info.st.st_dev && s.st_ino == info.st.st_ino)
@@ -371,13 +349,7 @@ impl Checker<'_> {
                 );
             }
         }
-        Ok(GrantedBind {
-            fd: b.fd,
-            dest,
-            readonly: b.readonly,
-            optional: b.optional,
-            is_dir,
-        })
+        Ok(GrantedBind { fd: b.fd, dest, readonly: b.readonly, optional: b.optional, is_dir })
     }
 }
 
@@ -437,26 +409,12 @@ pub fn grant(policy: &Policy, caller: &Caller, plan: &Plan) -> Result<Grant> {
         bail!("suid workflow disabled by administrator");
     }
     if plan.overlays.len() + 1 > plan::MAX_LAYERS {
-        bail!(
-            "too many overlay layers ({}; at most {})",
-            plan.overlays.len(),
-            plan::MAX_LAYERS - 1
-        );
+        bail!("too many overlay layers ({}; at most {})", plan.overlays.len(), plan::MAX_LAYERS - 1);
     }
     if plan.binds.len() > plan::MAX_BINDS {
-        bail!(
-            "too many binds ({}; at most {})",
-            plan.binds.len(),
-            plan::MAX_BINDS
-        );
+        bail!("too many binds ({}; at most {})", plan.binds.len(), plan::MAX_BINDS);
     }
-    let mut c = Checker {
-        policy,
-        caller,
-        owned: BTreeMap::new(),
-        ranges: BTreeMap::new(),
-        loops: 0,
-    };
+    let mut c = Checker { policy, caller, owned: BTreeMap::new(), ranges: BTreeMap::new(), loops: 0 };
 
     let overlay_wanted = !plan.overlays.is_empty() || plan.writable_tmpfs;
     if overlay_wanted && policy.enable_overlay == EnableOverlay::No {
@@ -535,43 +493,11 @@ pub fn grant(policy: &Policy, caller: &Caller, plan: &Plan) -> Result<Grant> {
         namespaces,
         identity,
         process,
-        session_size_mib: if caller.is_root() {
-            None
-        } else {
-            Some(policy.sessiondir_max_size_mib)
-        },
+        session_size_mib: if caller.is_root() { None } else { Some(policy.sessiondir_max_size_mib) },
         max_loop_devices: policy.max_loop_devices,
         shared_loop_devices: policy.shared_loop_devices,
         overlay_enabled: policy.enable_overlay != EnableOverlay::No,
         sync_writable_extfs: policy.sync_writable_extfs,
         owned: c.owned,
     })
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn container_paths_are_normalised_or_refused() {
-        assert_eq!(container_path("/a//b/", "x").unwrap(), "/a/b");
-        assert_eq!(container_path("/", "x").unwrap(), "/");
-        assert!(container_path("a/b", "x").is_err());
-        assert!(container_path("/a/../etc", "x").is_err());
-        assert!(container_path("/a/./b", "x").is_ok()); // Path::components drops inner "."
-        assert!(container_path("/a\0b", "x").is_err());
-    }
-
-    #[test]
-    fn ext3_check_follows_apptainer() {
-        let mut sb = vec![0u8; 2048];
-        sb[1080] = 0x53;
-        sb[1081] = 0xEF;
-        assert!(!is_ext3(&sb), "no journal: ext2");
-        sb[1116] = 0x4;
-        assert!(is_ext3(&sb));
-        sb[1120] = 0x40; // extents: ext4
-        assert!(!is_ext3(&sb));
-        assert!(!is_ext3(&sb[..100]));
-    }
 }

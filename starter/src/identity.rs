@@ -25,9 +25,7 @@ fn read_image_file(root: &OwnedFd, path: &str) -> String {
         _ => return String::new(),
     }
     let mut text = String::new();
-    let _ = std::fs::File::from(fd)
-        .take(MAX_DB_BYTES)
-        .read_to_string(&mut text);
+    let _ = std::fs::File::from(fd).take(MAX_DB_BYTES).read_to_string(&mut text);
     text
 }
 
@@ -52,10 +50,7 @@ pub fn merge_group(image: &str, entries: &[String]) -> String {
     let mut lines: Vec<String> = image.lines().map(str::to_string).collect();
     for e in entries {
         let (gid, user) = (field(e, 2), field(e, 3).unwrap_or_default());
-        match lines
-            .iter_mut()
-            .find(|l| !l.starts_with('#') && field(l, 2) == gid)
-        {
+        match lines.iter_mut().find(|l| !l.starts_with('#') && field(l, 2) == gid) {
             Some(line) => {
                 let f: Vec<&str> = line.splitn(4, ':').collect();
                 let members = f.get(3).copied().unwrap_or("");
@@ -82,31 +77,22 @@ fn bind_file(session: &Session, root: &OwnedFd, name: &str, content: &str) -> Re
     std::fs::File::create(&path)
         .and_then(|mut f| f.write_all(content.as_bytes()))
         .context(|| format!("cannot write the container's /etc/{name}"))?;
-    let src = sys::open_path(&path, libc::O_PATH)
-        .context(|| format!("cannot open {}", path.display()))?;
+    let src = sys::open_path(&path, libc::O_PATH).context(|| format!("cannot open {}", path.display()))?;
     let dest = format!("/etc/{name}");
     let Ok(target) = sys::open_in_root(root, &dest, libc::O_PATH, 0) else {
-        crate::warn(&format!(
-            "skipping {dest}: it does not exist in the container"
-        ));
+        crate::warn(&format!("skipping {dest}: it does not exist in the container"));
         return Ok(());
     };
-    if SFlag::from_bits_truncate(fstat(target.as_raw_fd()).map(|s| s.st_mode).unwrap_or(0))
-        & SFlag::S_IFMT
+    if SFlag::from_bits_truncate(fstat(target.as_raw_fd()).map(|s| s.st_mode).unwrap_or(0)) & SFlag::S_IFMT
         != SFlag::S_IFREG
     {
-        crate::warn(&format!(
-            "skipping {dest}: it is not a regular file in the container"
-        ));
+        crate::warn(&format!("skipping {dest}: it is not a regular file in the container"));
         return Ok(());
     }
     let tree = sys::clone_tree(&src, false).context(|| format!("cannot bind {dest}"))?;
     sys::mount_setattr(
         &tree,
-        libc::MOUNT_ATTR_RDONLY
-            | libc::MOUNT_ATTR_NOSUID
-            | libc::MOUNT_ATTR_NODEV
-            | libc::MOUNT_ATTR_NOEXEC,
+        libc::MOUNT_ATTR_RDONLY | libc::MOUNT_ATTR_NOSUID | libc::MOUNT_ATTR_NODEV | libc::MOUNT_ATTR_NOEXEC,
         false,
     )
     .context(|| format!("cannot bind {dest}"))?;
@@ -118,34 +104,4 @@ pub fn install(session: &Session, root: &OwnedFd, id: &Identity) -> Result<()> {
     let group = merge_group(&read_image_file(root, "/etc/group"), &id.group);
     bind_file(session, root, "passwd", &passwd)?;
     bind_file(session, root, "group", &group)
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn passwd_entry_replaces_same_name_or_uid() {
-        let image = "root:x:0:0:root:/root:/bin/sh\nalice:x:1000:1000::/home/alice:/bin/sh\n";
-        let out = merge_passwd(image, "bob:x:1000:1000:Bob:/home/bob:/bin/bash");
-        assert_eq!(
-            out,
-            "root:x:0:0:root:/root:/bin/sh\nbob:x:1000:1000:Bob:/home/bob:/bin/bash\n"
-        );
-        let out = merge_passwd("", "big:x:100000:100000::/home/big:/bin/sh");
-        assert_eq!(out, "big:x:100000:100000::/home/big:/bin/sh\n");
-    }
-
-    #[test]
-    fn the_caller_joins_existing_groups_and_missing_ones_are_added() {
-        let image = "root:x:0:\nusers:x:100:alice\n";
-        let entries = [
-            "users:x:100:bob".into(),
-            "big:x:100000:bob".into(),
-            "users:x:100:bob".into(),
-        ];
-        let out = merge_group(image, &entries);
-        assert_eq!(out, "root:x:0:\nusers:x:100:alice,bob\nbig:x:100000:bob\n");
-        assert_eq!(merge_group("", &["g:x:5:u".into()]), "g:x:5:u\n");
-    }
 }

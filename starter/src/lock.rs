@@ -56,12 +56,14 @@ pub fn lock_layers(grant: &Grant) -> Result<()> {
         match lock_range(fd, layer.offset, layer.size, layer.writable) {
             Ok(()) => {}
             Err(Errno::EAGAIN) | Err(Errno::EACCES) => {
-                let readers_only = conflicting(fd, layer.offset, layer.size)
-                    == Some(libc::F_RDLCK as libc::c_short);
+                let readers_only =
+                    conflicting(fd, layer.offset, layer.size) == Some(libc::F_RDLCK as libc::c_short);
                 if layer.writable && readers_only {
                     bail!("{shown} is in use read-only by another container; use {shown}:ro to share it, or wait until it stops");
                 }
-                bail!("{shown} is in use for writing by another container; wait until it stops, or use a copy");
+                bail!(
+                    "{shown} is in use for writing by another container; wait until it stops, or use a copy"
+                );
             }
             Err(e) => return Err(err!("cannot lock {shown}: {e}")),
         }

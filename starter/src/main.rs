@@ -17,25 +17,18 @@ use strata_starter::{assemble, drop, exec::exec, keeper, lock, supervise, sys};
 /// Close every fd above 2 that the plan does not name (the plan fd is already closed).
 fn close_unnamed_fds(plan: &Plan) -> Result<()> {
     let named: Vec<i32> = plan.fds().iter().map(|(fd, _)| *fd).collect();
-    let max = named
-        .iter()
-        .copied()
-        .filter(|&fd| fd > 2)
-        .max()
-        .unwrap_or(2);
+    let max = named.iter().copied().filter(|&fd| fd > 2).max().unwrap_or(2);
     for fd in 3..=max {
         if !named.contains(&fd) {
             let _ = nix::unistd::close(fd);
         }
     }
-    sys::close_range(max as u32 + 1, u32::MAX, false)
-        .map_err(|e| strata_starter::err!("close_range: {e}"))
+    sys::close_range(max as u32 + 1, u32::MAX, false).map_err(|e| strata_starter::err!("close_range: {e}"))
 }
 
 /// SIGKILL when the monitor dies; if it already has, leave now.
 fn arm_parent_death(monitor: &std::os::fd::OwnedFd) -> Result<()> {
-    sys::set_parent_death_signal(libc::SIGKILL)
-        .map_err(|e| strata_starter::err!("PR_SET_PDEATHSIG: {e}"))?;
+    sys::set_parent_death_signal(libc::SIGKILL).map_err(|e| strata_starter::err!("PR_SET_PDEATHSIG: {e}"))?;
     if sys::has_exited(monitor) {
         sys::exit_now(255);
     }
@@ -48,14 +41,11 @@ fn run() -> Result<i32> {
     let caller = Caller::from_kernel()?; // real ids and groups; never from the plan
     sys::clear_environment(); // nothing in the environment steers the starter
                               // Files and mounts the starter creates belong to root until the drop, not the caller's group.
-    nix::unistd::setegid(nix::unistd::Gid::from_raw(0))
-        .map_err(|e| strata_starter::err!("setegid: {e}"))?;
+    nix::unistd::setegid(nix::unistd::Gid::from_raw(0)).map_err(|e| strata_starter::err!("setegid: {e}"))?;
     let install = Install::load(caller.setuid)?; // root-owned chain, or refuse
     let plan = {
         let fd = sys::adopt_fd(PLAN_FD).map_err(|_| {
-            strata_starter::err!(
-                "no plan on fd {PLAN_FD}: run containers with the 'strata' command"
-            )
+            strata_starter::err!("no plan on fd {PLAN_FD}: run containers with the 'strata' command")
         })?;
         Plan::read_from(File::from(fd)).map_err(|e| strata_starter::err!("{e}"))?
     };

@@ -27,14 +27,8 @@ pub fn unshare_namespaces(grant: &Grant) -> Result<()> {
     }
     unshare(flags).context(|| "cannot create the container's namespaces".into())?;
     // Nothing we mount from here on may propagate back to the host.
-    mount(
-        None::<&str>,
-        "/",
-        None::<&str>,
-        MsFlags::MS_REC | MsFlags::MS_SLAVE,
-        None::<&str>,
-    )
-    .context(|| "cannot make / a slave mount".into())
+    mount(None::<&str>, "/", None::<&str>, MsFlags::MS_REC | MsFlags::MS_SLAVE, None::<&str>)
+        .context(|| "cannot make / a slave mount".into())
 }
 
 impl Session {
@@ -52,9 +46,7 @@ impl Session {
             Some(data.as_str()),
         )
         .context(|| format!("cannot mount the session tmpfs on {}", dir.display()))?;
-        Ok(Session {
-            dir: dir.to_path_buf(),
-        })
+        Ok(Session { dir: dir.to_path_buf() })
     }
 
     pub fn path(&self, rel: &str) -> PathBuf {

@@ -60,11 +60,7 @@ fn exit_code(status: WaitStatus) -> Option<i32> {
 
 /// Forward signals to `child`, reap every child, return `child`'s exit code (128+N if killed).
 pub fn supervise(child: Pid) -> i32 {
-    let handler = SigAction::new(
-        SigHandler::Handler(ignore),
-        SaFlags::SA_RESTART,
-        SigSet::empty(),
-    );
+    let handler = SigAction::new(SigHandler::Handler(ignore), SaFlags::SA_RESTART, SigSet::empty());
     for &sig in FORWARDED {
         // does nothing. The call itself is wrapped in sys to keep `unsafe` in one place.
         sys::install_handler(sig, &handler);

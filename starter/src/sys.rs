@@ -29,8 +29,7 @@ pub fn clear_environment() {
 /// by the (unprivileged) caller. The kernel resets it on every credential change.
 pub fn set_dumpable(on: bool) -> Result<()> {
     // SAFETY: prctl with integer arguments only; no memory is passed.
-    check(unsafe { libc::prctl(libc::PR_SET_DUMPABLE, on as libc::c_ulong, 0, 0, 0) } as _)
-        .map(drop)
+    check(unsafe { libc::prctl(libc::PR_SET_DUMPABLE, on as libc::c_ulong, 0, 0, 0) } as _).map(drop)
 }
 
 pub fn set_no_new_privs() -> Result<()> {
@@ -46,24 +45,18 @@ pub fn no_new_privs() -> Result<bool> {
 /// Drop one capability from the bounding set (EINVAL for a cap the kernel does not know).
 pub fn capbset_drop(cap: u32) -> Result<()> {
     // SAFETY: prctl with integer arguments only.
-    check(unsafe { libc::prctl(libc::PR_CAPBSET_DROP, cap as libc::c_ulong, 0, 0, 0) } as _)
-        .map(drop)
+    check(unsafe { libc::prctl(libc::PR_CAPBSET_DROP, cap as libc::c_ulong, 0, 0, 0) } as _).map(drop)
 }
 
 /// Parent-death signal for the calling process (cleared by the kernel on credential changes).
 pub fn set_parent_death_signal(sig: libc::c_int) -> Result<()> {
     // SAFETY: prctl with integer arguments only.
-    check(unsafe { libc::prctl(libc::PR_SET_PDEATHSIG, sig as libc::c_ulong, 0, 0, 0) } as _)
-        .map(drop)
+    check(unsafe { libc::prctl(libc::PR_SET_PDEATHSIG, sig as libc::c_ulong, 0, 0, 0) } as _).map(drop)
 }
 
 /// Close every fd in `[first, last]`; with `cloexec`, mark them close-on-exec instead.
 pub fn close_range(first: u32, last: u32, cloexec: bool) -> Result<()> {
-    let flags = if cloexec {
-        libc::CLOSE_RANGE_CLOEXEC
-    } else {
-        0
-    };
+    let flags = if cloexec { libc::CLOSE_RANGE_CLOEXEC } else { 0 };
     // SAFETY: close_range only affects this process's fd table; no memory is passed.
     check(unsafe { libc::syscall(libc::SYS_close_range, first, last, flags) }).map(drop)
 }
@@ -86,10 +79,7 @@ pub fn adopt_fd(fd: RawFd) -> Result<OwnedFd> {
     // no other owner will close it.
     let owned = unsafe { OwnedFd::from_raw_fd(fd) };
     // Mark it close-on-exec so it can never reach the payload.
-    nix::fcntl::fcntl(
-        owned.as_raw_fd(),
-        nix::fcntl::FcntlArg::F_SETFD(nix::fcntl::FdFlag::FD_CLOEXEC),
-    )?;
+    nix::fcntl::fcntl(owned.as_raw_fd(), nix::fcntl::FcntlArg::F_SETFD(nix::fcntl::FdFlag::FD_CLOEXEC))?;
     Ok(owned)
 }
 
@@ -141,20 +131,8 @@ pub fn loop_status(dev: &OwnedFd) -> Result<(u64, u64, u64, u64, u32)> {
     let mut info: LoopInfo64 = unsafe { std::mem::zeroed() };
     // SAFETY: LOOP_GET_STATUS64 writes a `struct loop_info64`, which `LoopInfo64` mirrors
     // exactly; the pointer is valid and writable for the whole call.
-    check(unsafe {
-        libc::ioctl(
-            dev.as_raw_fd(),
-            LOOP_GET_STATUS64,
-            &mut info as *mut LoopInfo64,
-        )
-    } as _)?;
-    Ok((
-        info.lo_device,
-        info.lo_inode,
-        info.lo_offset,
-        info.lo_sizelimit,
-        info.lo_flags,
-    ))
+    check(unsafe { libc::ioctl(dev.as_raw_fd(), LOOP_GET_STATUS64, &mut info as *mut LoopInfo64) } as _)?;
+    Ok((info.lo_device, info.lo_inode, info.lo_offset, info.lo_sizelimit, info.lo_flags))
 }
 
 /// Ask the kernel for the number of a free loop device (creating one if needed).
@@ -193,8 +171,7 @@ pub fn loop_configure(
     };
     // SAFETY: LOOP_CONFIGURE reads a `struct loop_config`, which `LoopConfig` mirrors exactly
     // (repr(C), same field order and sizes); the pointer is valid for the whole call.
-    check(unsafe { libc::ioctl(dev.as_raw_fd(), LOOP_CONFIGURE, &cfg as *const LoopConfig) } as _)
-        .map(drop)
+    check(unsafe { libc::ioctl(dev.as_raw_fd(), LOOP_CONFIGURE, &cfg as *const LoopConfig) } as _).map(drop)
 }
 
 // ---- the new mount API -------------------------------------------------------------------
@@ -223,12 +200,7 @@ pub fn clone_tree(fd: &OwnedFd, recursive: bool) -> Result<OwnedFd> {
 
 /// Set mount attributes (`MOUNT_ATTR_*`) on a (detached) mount tree.
 pub fn mount_setattr(tree: &OwnedFd, set: u64, recursive: bool) -> Result<()> {
-    let attr = libc::mount_attr {
-        attr_set: set,
-        attr_clr: 0,
-        propagation: 0,
-        userns_fd: 0,
-    };
+    let attr = libc::mount_attr { attr_set: set, attr_clr: 0, propagation: 0, userns_fd: 0 };
     let mut flags = libc::AT_EMPTY_PATH as libc::c_uint;
     if recursive {
         flags |= libc::AT_RECURSIVE as libc::c_uint;
@@ -268,8 +240,7 @@ pub fn move_mount_to(tree: &OwnedFd, target: &OwnedFd) -> Result<()> {
 pub fn new_fs(fstype: &str, options: &[(&str, &str)], attrs: u64) -> Result<OwnedFd> {
     let fstype = cstr(fstype)?;
     // SAFETY: valid C string; returns a new fd.
-    let fsfd =
-        owned(unsafe { libc::syscall(libc::SYS_fsopen, fstype.as_ptr(), libc::FSOPEN_CLOEXEC) })?;
+    let fsfd = owned(unsafe { libc::syscall(libc::SYS_fsopen, fstype.as_ptr(), libc::FSOPEN_CLOEXEC) })?;
     for (key, value) in options {
         let (k, v) = (cstr(key)?, cstr(value)?);
         // SAFETY: valid C strings for key and value; FSCONFIG_SET_STRING takes aux = 0.
@@ -297,12 +268,7 @@ pub fn new_fs(fstype: &str, options: &[(&str, &str)], attrs: u64) -> Result<Owne
     })?;
     // SAFETY: integer arguments only; returns a new mount fd.
     owned(unsafe {
-        libc::syscall(
-            libc::SYS_fsmount,
-            fsfd.as_raw_fd(),
-            libc::FSMOUNT_CLOEXEC,
-            attrs as libc::c_uint,
-        )
+        libc::syscall(libc::SYS_fsmount, fsfd.as_raw_fd(), libc::FSMOUNT_CLOEXEC, attrs as libc::c_uint)
     })
 }
 
@@ -327,11 +293,7 @@ struct OpenHow {
 pub fn open_in_root(root: &OwnedFd, path: &str, oflags: libc::c_int, mode: u32) -> Result<OwnedFd> {
     let how = OpenHow {
         flags: (oflags | libc::O_CLOEXEC) as u64,
-        mode: if oflags & libc::O_CREAT != 0 {
-            mode as u64
-        } else {
-            0
-        },
+        mode: if oflags & libc::O_CREAT != 0 { mode as u64 } else { 0 },
         resolve: libc::RESOLVE_IN_ROOT | libc::RESOLVE_NO_MAGICLINKS,
     };
     let p = cstr(path)?;
@@ -400,22 +362,14 @@ pub fn pidfd_open(pid: libc::pid_t) -> Result<OwnedFd> {
 
 /// Has the process behind `pidfd` exited? (Never blocks.)
 pub fn has_exited(pidfd: &OwnedFd) -> bool {
-    let mut pfd = libc::pollfd {
-        fd: pidfd.as_raw_fd(),
-        events: libc::POLLIN,
-        revents: 0,
-    };
+    let mut pfd = libc::pollfd { fd: pidfd.as_raw_fd(), events: libc::POLLIN, revents: 0 };
     // SAFETY: `pfd` is a valid pollfd array of length 1; a zero timeout never blocks.
     unsafe { libc::poll(&mut pfd, 1, 0) > 0 }
 }
 
 /// Block until `fd` is readable (for a pidfd: until its process exits).
 pub fn wait_readable(fd: &OwnedFd) {
-    let mut pfd = libc::pollfd {
-        fd: fd.as_raw_fd(),
-        events: libc::POLLIN,
-        revents: 0,
-    };
+    let mut pfd = libc::pollfd { fd: fd.as_raw_fd(), events: libc::POLLIN, revents: 0 };
     loop {
         // SAFETY: `pfd` is a valid pollfd array of length 1 for the whole call.
         let rc = unsafe { libc::poll(&mut pfd, 1, -1) };

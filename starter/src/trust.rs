@@ -30,11 +30,7 @@ fn is_type(st: &FileStat, t: SFlag) -> bool {
 /// Owned by root and not writable by group or other (unless a sticky directory).
 fn check_root_owned(path: &Path, st: &FileStat) -> Result<()> {
     if st.st_uid != 0 {
-        bail!(
-            "{} must be owned by root (it is owned by uid {})",
-            path.display(),
-            st.st_uid
-        );
+        bail!("{} must be owned by root (it is owned by uid {})", path.display(), st.st_uid);
     }
     let mode = Mode::from_bits_truncate(st.st_mode);
     let sticky_dir = is_type(st, SFlag::S_IFDIR) && mode.contains(Mode::S_ISVTX);
@@ -53,10 +49,7 @@ fn check_ancestors(path: &Path) -> Result<()> {
     for dir in path.ancestors().skip(1) {
         let st = lstat(dir).context(|| format!("cannot inspect {}", dir.display()))?;
         if !is_type(&st, SFlag::S_IFDIR) {
-            bail!(
-                "{} must be a real directory, not a symbolic link",
-                dir.display()
-            );
+            bail!("{} must be a real directory, not a symbolic link", dir.display());
         }
         check_root_owned(dir, &st)?;
     }
@@ -73,17 +66,12 @@ impl Install {
             .ancestors()
             .nth(3)
             .ok_or_else(|| {
-                err!(
-                    "{} is not installed as PREFIX/libexec/strata/strata-starter",
-                    exe.display()
-                )
+                err!("{} is not installed as PREFIX/libexec/strata/strata-starter", exe.display())
             })?
             .to_path_buf();
         if setuid {
-            let me =
-                File::open("/proc/self/exe").context(|| "cannot open /proc/self/exe".into())?;
-            let st =
-                fstat(me.as_raw_fd()).context(|| format!("cannot inspect {}", exe.display()))?;
+            let me = File::open("/proc/self/exe").context(|| "cannot open /proc/self/exe".into())?;
+            let st = fstat(me.as_raw_fd()).context(|| format!("cannot inspect {}", exe.display()))?;
             check_root_owned(&exe, &st)?;
             if st.st_nlink != 1 {
                 bail!(
@@ -98,10 +86,7 @@ impl Install {
         let policy = load_policy(&conf_path, setuid)?;
         let session_dir = prefix.join("var/strata/session");
         let st = lstat(&session_dir).context(|| {
-            format!(
-                "the session directory {} is missing; reinstall strata",
-                session_dir.display()
-            )
+            format!("the session directory {} is missing; reinstall strata", session_dir.display())
         })?;
         if !is_type(&st, SFlag::S_IFDIR) {
             bail!("{} must be a directory", session_dir.display());
@@ -110,11 +95,7 @@ impl Install {
             check_root_owned(&session_dir, &st)?;
             check_ancestors(&session_dir)?;
         }
-        Ok(Install {
-            prefix,
-            policy,
-            session_dir,
-        })
+        Ok(Install { prefix, policy, session_dir })
     }
 }
 

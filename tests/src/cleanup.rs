@@ -35,10 +35,7 @@ fn register(item: Item) {
         // SAFETY: at_exit is an `extern "C" fn()` that never unwinds (it catches panics).
         unsafe { libc::atexit(at_exit) };
     });
-    REGISTRY
-        .lock()
-        .unwrap_or_else(|e| e.into_inner())
-        .push(item);
+    REGISTRY.lock().unwrap_or_else(|e| e.into_inner()).push(item);
 }
 
 pub(crate) fn register_user(name: &str) {
@@ -83,11 +80,7 @@ impl GlobalLock {
     }
 
     pub(crate) fn on(path: &Path) -> GlobalLock {
-        let file = File::options()
-            .create(true)
-            .truncate(false)
-            .write(true)
-            .open(path);
+        let file = File::options().create(true).truncate(false).write(true).open(path);
         match file {
             Ok(file) => {
                 // SAFETY: flock on an fd we own; blocks until the lock is ours.
@@ -158,8 +151,7 @@ pub(crate) fn process_dir() -> Option<&'static Path> {
         sweep_once();
         let dir = PathBuf::from(format!("/tmp/{DIR_PREFIX}{}", std::process::id()));
         register(Item::Dir(dir.clone()));
-        create_dir_mode(&dir, 0o755)
-            .unwrap_or_else(|err| panic!("cannot create {}: {err}", dir.display()));
+        create_dir_mode(&dir, 0o755).unwrap_or_else(|err| panic!("cannot create {}: {err}", dir.display()));
         Some(dir)
     })
     .as_deref()
@@ -170,8 +162,7 @@ pub(crate) fn new_dir(tag: &str, mode: u32) -> Option<PathBuf> {
     static COUNTER: AtomicUsize = AtomicUsize::new(0);
     let n = COUNTER.fetch_add(1, Ordering::Relaxed);
     let dir = process_dir()?.join(format!("{tag}-{n}"));
-    create_dir_mode(&dir, mode)
-        .unwrap_or_else(|err| panic!("cannot create {}: {err}", dir.display()));
+    create_dir_mode(&dir, mode).unwrap_or_else(|err| panic!("cannot create {}: {err}", dir.display()));
     Some(dir)
 }
 
@@ -183,10 +174,7 @@ pub(crate) fn create_dir_mode(dir: &Path, mode: u32) -> io::Result<()> {
 
 /// The mount points listed in `/proc/self/mountinfo`.
 pub(crate) fn mount_points() -> Vec<PathBuf> {
-    crate::leaks::read_mounts()
-        .into_iter()
-        .map(|m| m.mount_point)
-        .collect()
+    crate::leaks::read_mounts().into_iter().map(|m| m.mount_point).collect()
 }
 
 /// Removes a directory tree, but never through a mount point: anything mounted below `path`
@@ -197,10 +185,7 @@ pub(crate) fn remove_tree(path: &Path) -> io::Result<()> {
         return Ok(());
     }
     let under = |mounts: Vec<PathBuf>| -> Vec<PathBuf> {
-        let mut found: Vec<PathBuf> = mounts
-            .into_iter()
-            .filter(|m| path_is_within(m, path))
-            .collect();
+        let mut found: Vec<PathBuf> = mounts.into_iter().filter(|m| path_is_within(m, path)).collect();
         // Deepest first.
         found.sort_by_key(|m| std::cmp::Reverse(m.components().count()));
         found
@@ -216,10 +201,7 @@ pub(crate) fn remove_tree(path: &Path) -> io::Result<()> {
     if !left.is_empty() {
         return Err(io::Error::other(format!(
             "still mounted below it: {}",
-            left.iter()
-                .map(|p| p.display().to_string())
-                .collect::<Vec<_>>()
-                .join(", ")
+            left.iter().map(|p| p.display().to_string()).collect::<Vec<_>>().join(", ")
         )));
     }
     fs::remove_dir_all(path)

@@ -71,11 +71,7 @@ pub fn busybox() -> Option<&'static Busybox> {
             for image in [&squashfs, &ext3] {
                 set_mode(image, 0o644);
             }
-            Some(Busybox {
-                sandbox,
-                squashfs,
-                ext3,
-            })
+            Some(Busybox { sandbox, squashfs, ext3 })
         })
         .as_ref()
 }
@@ -121,8 +117,7 @@ fn set_mode(path: &Path, mode: u32) {
 
 fn write(root: &Path, path: &str, contents: &str, mode: u32) {
     let file = root.join(path);
-    fs::write(&file, contents)
-        .unwrap_or_else(|err| panic!("cannot write {}: {err}", file.display()));
+    fs::write(&file, contents).unwrap_or_else(|err| panic!("cannot write {}: {err}", file.display()));
     set_mode(&file, mode);
 }
 
@@ -156,21 +151,18 @@ fn build_rootfs(root: &Path) {
         ".singularity.d/libs",
     ] {
         let path = root.join(dir);
-        fs::create_dir_all(&path)
-            .unwrap_or_else(|err| panic!("cannot create {}: {err}", path.display()));
+        fs::create_dir_all(&path).unwrap_or_else(|err| panic!("cannot create {}: {err}", path.display()));
         set_mode(&path, 0o755);
     }
     set_mode(&root.join("root"), 0o700);
     for tmp in ["tmp", "var/tmp"] {
         let path = root.join(tmp);
-        fs::create_dir_all(&path)
-            .unwrap_or_else(|err| panic!("cannot create {}: {err}", path.display()));
+        fs::create_dir_all(&path).unwrap_or_else(|err| panic!("cannot create {}: {err}", path.display()));
         set_mode(&path, 0o1777);
     }
 
     let target = root.join("bin/busybox");
-    fs::copy(&busybox, &target)
-        .unwrap_or_else(|err| panic!("cannot copy {}: {err}", busybox.display()));
+    fs::copy(&busybox, &target).unwrap_or_else(|err| panic!("cannot copy {}: {err}", busybox.display()));
     set_mode(&target, 0o755);
     // What `busybox --install -s` does, without running anything inside the tree.
     let list = Command::new(&busybox)
@@ -191,11 +183,7 @@ fn build_rootfs(root: &Path) {
                 .unwrap_or_else(|err| panic!("cannot link {}: {err}", link.display()));
         }
     }
-    assert!(
-        root.join("bin/sh").exists(),
-        "{} --list-full gave no /bin/sh",
-        busybox.display()
-    );
+    assert!(root.join("bin/sh").exists(), "{} --list-full gave no /bin/sh", busybox.display());
 
     write(
         root,
@@ -221,24 +209,9 @@ fn build_rootfs(root: &Path) {
         &format!("#!/bin/sh\necho \"{RUNSCRIPT_OUTPUT}\" \"$@\"\n"),
         0o755,
     );
-    write(
-        root,
-        &format!("{sd}/test"),
-        &format!("#!/bin/sh\necho \"{TEST_OUTPUT}\"\n"),
-        0o755,
-    );
-    write(
-        root,
-        &format!("{sd}/startscript"),
-        "#!/bin/sh\nwhile :; do sleep 3600; done\n",
-        0o755,
-    );
-    write(
-        root,
-        &format!("{sd}/labels.json"),
-        "{\n  \"org.strata.fixture\": \"busybox\"\n}\n",
-        0o644,
-    );
+    write(root, &format!("{sd}/test"), &format!("#!/bin/sh\necho \"{TEST_OUTPUT}\"\n"), 0o755);
+    write(root, &format!("{sd}/startscript"), "#!/bin/sh\nwhile :; do sleep 3600; done\n", 0o755);
+    write(root, &format!("{sd}/labels.json"), "{\n  \"org.strata.fixture\": \"busybox\"\n}\n", 0o644);
     let actions: [(&str, &str); 5] = [
         ("exec", "exec \"$@\""),
         ("run", "exec /.singularity.d/runscript \"$@\""),
@@ -247,12 +220,7 @@ fn build_rootfs(root: &Path) {
         ("start", "exec /.singularity.d/startscript \"$@\""),
     ];
     for (name, tail) in actions {
-        write(
-            root,
-            &format!("{sd}/actions/{name}"),
-            &format!("#!/bin/sh\n{SOURCE_ENV}{tail}\n"),
-            0o755,
-        );
+        write(root, &format!("{sd}/actions/{name}"), &format!("#!/bin/sh\n{SOURCE_ENV}{tail}\n"), 0o755);
     }
     symlink(".singularity.d/runscript", root.join("singularity"))
         .unwrap_or_else(|err| panic!("cannot link /singularity: {err}"));

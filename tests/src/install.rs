@@ -32,10 +32,7 @@ impl Install {
             .get_or_init(|| {
                 let prefix = cleanup::new_dir("install", 0o755)?;
                 install_into(&prefix);
-                Some(Install {
-                    prefix,
-                    owned: false,
-                })
+                Some(Install { prefix, owned: false })
             })
             .as_ref()
     }
@@ -45,10 +42,7 @@ impl Install {
     pub fn with_config(text: &str) -> Option<Install> {
         let prefix = cleanup::new_dir("install", 0o755)?;
         install_into(&prefix);
-        let install = Install {
-            prefix,
-            owned: true,
-        };
+        let install = Install { prefix, owned: true };
         install.write_config(text);
         Some(install)
     }
@@ -78,12 +72,7 @@ impl Install {
     }
 
     /// Runs `<prefix>/bin/strata args...` as `user`.
-    pub fn strata_as<S: AsRef<OsStr>>(
-        &self,
-        user: &TestUser,
-        args: &[S],
-        opts: &RunOpts,
-    ) -> Output {
+    pub fn strata_as<S: AsRef<OsStr>>(&self, user: &TestUser, args: &[S], opts: &RunOpts) -> Output {
         run_as(user, &self.argv(args), opts)
     }
 
@@ -101,10 +90,7 @@ impl Install {
     /// Replaces the `strata.conf` of an install made by [`Install::with_config`]. Panics on the
     /// shared install, whose config other tests rely on.
     pub fn rewrite_config(&self, text: &str) {
-        assert!(
-            self.owned,
-            "the shared install's strata.conf must not change"
-        );
+        assert!(self.owned, "the shared install's strata.conf must not change");
         self.write_config(text);
     }
 
@@ -156,9 +142,7 @@ fn starter_built() -> bool {
     let Ok(entries) = fs::read_dir(workspace_root().join("target")) else {
         return false;
     };
-    entries
-        .flatten()
-        .any(|e| e.path().join("release/strata-starter").is_file())
+    entries.flatten().any(|e| e.path().join("release/strata-starter").is_file())
 }
 
 /// Runs `make build` once, under a lock shared by all test processes, if `make build` has not

@@ -48,18 +48,13 @@ impl HostSnapshot {
         HostSnapshot {
             mounts: read_mounts(),
             loops: read_loops(),
-            watched: crate::cleanup::process_dir()
-                .map(|d| vec![d.to_path_buf()])
-                .unwrap_or_default(),
+            watched: crate::cleanup::process_dir().map(|d| vec![d.to_path_buf()]).unwrap_or_default(),
         }
     }
 
     /// Watches only these paths (for example the test's own [`crate::TestDir`] and images).
     pub fn watching<P: AsRef<Path>>(mut self, paths: impl IntoIterator<Item = P>) -> HostSnapshot {
-        self.watched = paths
-            .into_iter()
-            .map(|p| p.as_ref().to_path_buf())
-            .collect();
+        self.watched = paths.into_iter().map(|p| p.as_ref().to_path_buf()).collect();
         self
     }
 
@@ -77,9 +72,9 @@ impl HostSnapshot {
             .cloned()
             .collect();
         let watched_loop = |source: &Path| {
-            now.loops.iter().any(|l| {
-                self.concerns(&l.backing_file) && source == Path::new("/dev").join(&l.name)
-            })
+            now.loops
+                .iter()
+                .any(|l| self.concerns(&l.backing_file) && source == Path::new("/dev").join(&l.name))
         };
         let mounts = now
             .mounts
@@ -114,11 +109,7 @@ pub fn assert_no_leak(before: &HostSnapshot) {
                 ));
             }
             for l in &loops {
-                report.push_str(&format!(
-                    "  /dev/{} attached to {}\n",
-                    l.name,
-                    l.backing_file.display()
-                ));
+                report.push_str(&format!("  /dev/{} attached to {}\n", l.name, l.backing_file.display()));
             }
             panic!("{report}");
         }
@@ -138,12 +129,7 @@ pub(crate) fn read_mounts() -> Vec<Mount> {
             let dash = fields.iter().position(|f| *f == b"-")?;
             let fs_type = String::from_utf8_lossy(fields.get(dash + 1)?).into_owned();
             let source = PathBuf::from(unescape(fields.get(dash + 2)?));
-            Some(Mount {
-                id,
-                mount_point,
-                fs_type,
-                source,
-            })
+            Some(Mount { id, mount_point, fs_type, source })
         })
         .collect()
 }
@@ -158,10 +144,7 @@ fn unescape(field: &[u8]) -> OsString {
             .filter(|d| field[i] == b'\\' && d.iter().all(|c| (b'0'..=b'7').contains(c)));
         match octal {
             Some(d) => {
-                out.push(
-                    d.iter()
-                        .fold(0u8, |n, c| n.wrapping_mul(8).wrapping_add(c - b'0')),
-                );
+                out.push(d.iter().fold(0u8, |n, c| n.wrapping_mul(8).wrapping_add(c - b'0')));
                 i += 4;
             }
             None => {
@@ -188,10 +171,7 @@ pub(crate) fn read_loops() -> Vec<LoopDevice> {
             let raw = fs::read(e.path().join("loop/backing_file")).ok()?;
             let raw = raw.strip_suffix(b"\n").unwrap_or(&raw);
             let raw = raw.strip_suffix(b" (deleted)").unwrap_or(raw);
-            Some(LoopDevice {
-                name,
-                backing_file: PathBuf::from(std::ffi::OsStr::from_bytes(raw)),
-            })
+            Some(LoopDevice { name, backing_file: PathBuf::from(std::ffi::OsStr::from_bytes(raw)) })
         })
         .collect();
     loops.sort_by(|a, b| a.name.cmp(&b.name));
@@ -204,10 +184,7 @@ mod tests {
 
     #[test]
     fn unescapes_mountinfo_fields() {
-        assert_eq!(
-            unescape(br"/a\040b\011c\134d"),
-            OsString::from("/a b\tc\\d")
-        );
+        assert_eq!(unescape(br"/a\040b\011c\134d"), OsString::from("/a b\tc\\d"));
         assert_eq!(unescape(br"/plain"), OsString::from("/plain"));
         assert_eq!(unescape(br"/odd\04"), OsString::from(r"/odd\04"));
     }
@@ -219,36 +196,20 @@ mod tests {
     }
 
     fn snapshot(mounts: Vec<Mount>, loops: Vec<LoopDevice>, watched: &str) -> HostSnapshot {
-        HostSnapshot {
-            mounts,
-            loops,
-            watched: vec![PathBuf::from(watched)],
-        }
+        HostSnapshot { mounts, loops, watched: vec![PathBuf::from(watched)] }
     }
 
     fn mount(id: u64, on: &str, source: &str) -> Mount {
-        Mount {
-            id,
-            mount_point: on.into(),
-            fs_type: "ext3".into(),
-            source: source.into(),
-        }
+        Mount { id, mount_point: on.into(), fs_type: "ext3".into(), source: source.into() }
     }
 
     fn lo(name: &str, file: &str) -> LoopDevice {
-        LoopDevice {
-            name: name.into(),
-            backing_file: file.into(),
-        }
+        LoopDevice { name: name.into(), backing_file: file.into() }
     }
 
     #[test]
     fn only_new_state_on_watched_paths_counts() {
-        let before = snapshot(
-            vec![mount(1, "/", "/dev/sda1")],
-            vec![lo("loop0", "/x.img")],
-            "/tmp/t",
-        );
+        let before = snapshot(vec![mount(1, "/", "/dev/sda1")], vec![lo("loop0", "/x.img")], "/tmp/t");
         let after = snapshot(
             vec![
                 mount(1, "/", "/dev/sda1"),
@@ -257,11 +218,7 @@ mod tests {
                 mount(4, "/unrelated", "/dev/loop2"),
                 mount(5, "/tmp/t2/mnt", "tmpfs"),
             ],
-            vec![
-                lo("loop0", "/x.img"),
-                lo("loop1", "/tmp/t/ov.img"),
-                lo("loop2", "/other.img"),
-            ],
+            vec![lo("loop0", "/x.img"), lo("loop1", "/tmp/t/ov.img"), lo("loop2", "/other.img")],
             "/tmp/t",
         );
         let (mounts, loops) = before.new_in(&after);

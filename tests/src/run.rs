@@ -43,8 +43,7 @@ impl RunOpts {
 
     /// Adds (or, given again, overrides) an environment variable.
     pub fn env(mut self, key: impl AsRef<OsStr>, value: impl AsRef<OsStr>) -> RunOpts {
-        self.env
-            .push((key.as_ref().to_owned(), value.as_ref().to_owned()));
+        self.env.push((key.as_ref().to_owned(), value.as_ref().to_owned()));
         self
     }
 
@@ -102,20 +101,14 @@ impl Output {
     /// Panics unless stderr contains `text`.
     #[track_caller]
     pub fn assert_stderr_contains(&self, text: &str) -> &Output {
-        assert!(
-            self.stderr.contains(text),
-            "expected stderr to contain {text:?}:\n{self}"
-        );
+        assert!(self.stderr.contains(text), "expected stderr to contain {text:?}:\n{self}");
         self
     }
 
     /// Panics unless stdout contains `text`.
     #[track_caller]
     pub fn assert_stdout_contains(&self, text: &str) -> &Output {
-        assert!(
-            self.stdout.contains(text),
-            "expected stdout to contain {text:?}:\n{self}"
-        );
+        assert!(self.stdout.contains(text), "expected stdout to contain {text:?}:\n{self}");
         self
     }
 }
@@ -138,10 +131,7 @@ fn indent(text: &str) -> String {
     if text.is_empty() {
         return "    (empty)".to_string();
     }
-    text.lines()
-        .map(|l| format!("    | {l}"))
-        .collect::<Vec<_>>()
-        .join("\n")
+    text.lines().map(|l| format!("    | {l}")).collect::<Vec<_>>().join("\n")
 }
 
 /// Runs `argv` as `user`: real and effective uid and gid, and exactly the user's groups, in a
@@ -165,30 +155,19 @@ pub fn spawn_as<S: AsRef<OsStr>>(user: &TestUser, argv: &[S], opts: &RunOpts) ->
         uid: user.uid,
         gid: user.gid,
         groups: user.groups.clone(),
-        cwd: CString::new(cwd.as_os_str().as_bytes())
-            .unwrap_or_else(|_| panic!("NUL in {}", cwd.display())),
+        cwd: CString::new(cwd.as_os_str().as_bytes()).unwrap_or_else(|_| panic!("NUL in {}", cwd.display())),
     };
     let env = [
         ("HOME", user.home.as_os_str()),
         ("USER", OsStr::new(&user.name)),
         ("LOGNAME", OsStr::new(&user.name)),
     ];
-    spawn(
-        Some(ids),
-        &format!("{} ({}:{})", user.name, user.uid, user.gid),
-        argv,
-        &env,
-        opts,
-    )
+    spawn(Some(ids), &format!("{} ({}:{})", user.name, user.uid, user.gid), argv, &env, opts)
 }
 
 /// [`spawn_as`] for root.
 pub fn spawn_as_root<S: AsRef<OsStr>>(argv: &[S], opts: &RunOpts) -> Running {
-    let env = [
-        ("HOME", OsStr::new("/root")),
-        ("USER", OsStr::new("root")),
-        ("LOGNAME", OsStr::new("root")),
-    ];
+    let env = [("HOME", OsStr::new("/root")), ("USER", OsStr::new("root")), ("LOGNAME", OsStr::new("root"))];
     spawn(None, "root", argv, &env, opts)
 }
 
@@ -275,20 +254,13 @@ impl Running {
         };
         match std::mem::replace(&mut self.state, State::Done) {
             State::Failed(why) => output.stderr = why,
-            State::Started {
-                mut child,
-                stdout,
-                stderr,
-            } => {
+            State::Started { mut child, stdout, stderr } => {
                 let (status, timed_out) = wait(&mut child, self.deadline);
                 let closed = Instant::now() + PIPE_GRACE;
-                while !(stdout.1.is_finished() && stderr.1.is_finished()) && Instant::now() < closed
-                {
+                while !(stdout.1.is_finished() && stderr.1.is_finished()) && Instant::now() < closed {
                     thread::sleep(Duration::from_millis(10));
                 }
-                output.code = status
-                    .code()
-                    .unwrap_or_else(|| 128 + status.signal().unwrap_or(0));
+                output.code = status.code().unwrap_or_else(|| 128 + status.signal().unwrap_or(0));
                 output.signal = status.signal();
                 output.timed_out = timed_out;
                 output.stdout = text(&stdout.0);
@@ -324,10 +296,7 @@ fn spawn<S: AsRef<OsStr>>(
     let Some((program, args)) = argv.split_first() else {
         panic!("run_as: empty argv");
     };
-    let command: Vec<String> = argv
-        .iter()
-        .map(|a| a.as_ref().to_string_lossy().into_owned())
-        .collect();
+    let command: Vec<String> = argv.iter().map(|a| a.as_ref().to_string_lossy().into_owned()).collect();
     let mut running = Running {
         command: command.join(" "),
         user: who.to_string(),
@@ -342,11 +311,7 @@ fn spawn<S: AsRef<OsStr>>(
         .env("LANG", "C")
         .envs(base_env.iter().copied())
         .envs(opts.env.iter().map(|(k, v)| (k, v)))
-        .stdin(if opts.stdin.is_some() {
-            Stdio::piped()
-        } else {
-            Stdio::null()
-        })
+        .stdin(if opts.stdin.is_some() { Stdio::piped() } else { Stdio::null() })
         .stdout(Stdio::piped())
         .stderr(Stdio::piped())
         .process_group(0);
@@ -380,10 +345,8 @@ fn spawn<S: AsRef<OsStr>>(
         Ok(child) => child,
         // Also how a failed setgroups/setresuid/chdir in the child shows.
         Err(err) => {
-            running.state = State::Failed(format!(
-                "strata-e2e: cannot run `{}` as {who}: {err}\n",
-                running.command
-            ));
+            running.state =
+                State::Failed(format!("strata-e2e: cannot run `{}` as {who}: {err}\n", running.command));
             return running;
         }
     };
@@ -395,11 +358,7 @@ fn spawn<S: AsRef<OsStr>>(
     }
     let stdout = drain(child.stdout.take());
     let stderr = drain(child.stderr.take());
-    running.state = State::Started {
-        child,
-        stdout,
-        stderr,
-    };
+    running.state = State::Started { child, stdout, stderr };
     running
 }
 
@@ -436,9 +395,8 @@ fn wait(child: &mut Child, deadline: Instant) -> (std::process::ExitStatus, bool
             Ok(None) => {
                 // SAFETY: kill(2) on the child's process group (its pid, see process_group(0)).
                 unsafe { libc::kill(-(child.id() as libc::pid_t), libc::SIGKILL) };
-                let status = child
-                    .wait()
-                    .unwrap_or_else(|err| panic!("cannot wait for a killed child: {err}"));
+                let status =
+                    child.wait().unwrap_or_else(|err| panic!("cannot wait for a killed child: {err}"));
                 return (status, true);
             }
             Err(err) => panic!("cannot wait for a child: {err}"),

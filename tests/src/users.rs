@@ -129,13 +129,7 @@ fn create_users() -> Users {
             ],
         );
         cleanup::register_user(&name);
-        TestUser {
-            name,
-            uid: id,
-            gid: id,
-            groups: vec![id, shared_gid],
-            home,
-        }
+        TestUser { name, uid: id, gid: id, groups: vec![id, shared_gid], home }
     };
     let ordinary = make('o', ordinary_id);
     let high = make('h', high_id);
@@ -143,10 +137,7 @@ fn create_users() -> Users {
 }
 
 fn groupadd(name: &str, gid: u32) {
-    cleanup::must_run(
-        "groupadd",
-        &["-g".as_ref(), gid.to_string().as_ref(), name.as_ref()],
-    );
+    cleanup::must_run("groupadd", &["-g".as_ref(), gid.to_string().as_ref(), name.as_ref()]);
 }
 
 /// A user or group named with our own pid can only be left over from an earlier process that
@@ -161,10 +152,7 @@ fn remove_stale(name: &str, user: bool) {
 }
 
 fn entry_exists(file: &str, name: &str) -> bool {
-    fs::read_to_string(file)
-        .unwrap_or_default()
-        .lines()
-        .any(|l| l.split(':').next() == Some(name))
+    fs::read_to_string(file).unwrap_or_default().lines().any(|l| l.split(':').next() == Some(name))
 }
 
 fn quiet(program: &str, args: &[&str]) {
@@ -191,9 +179,7 @@ pub(crate) fn delete_group(name: &str) {
 pub(crate) fn sweep_dead(stale: &dyn Fn(u32) -> bool) {
     let ours = |name: &str| match cleanup::pid_in(name, "st") {
         // st<pid> and one letter of o, h, g: nothing else.
-        Some(pid) => {
-            name.len() == format!("st{pid}o").len() && name.ends_with(['o', 'h', 'g']) && stale(pid)
-        }
+        Some(pid) => name.len() == format!("st{pid}o").len() && name.ends_with(['o', 'h', 'g']) && stale(pid),
         None => false,
     };
     let passwd = fs::read_to_string("/etc/passwd").unwrap_or_default();
@@ -236,10 +222,7 @@ impl TestDir {
         let path = cleanup::new_dir("dir", 0o755)?;
         chown(&path, Some(user.uid), Some(user.gid))
             .unwrap_or_else(|err| panic!("cannot chown {}: {err}", path.display()));
-        Some(TestDir {
-            path,
-            owner: Some((user.uid, user.gid)),
-        })
+        Some(TestDir { path, owner: Some((user.uid, user.gid)) })
     }
 
     pub fn path(&self) -> &Path {
@@ -258,12 +241,7 @@ impl TestDir {
         if let Some((uid, gid)) = self.owner {
             cleanup::must_run(
                 "chown",
-                &[
-                    "-R".as_ref(),
-                    "-h".as_ref(),
-                    OsStr::new(&format!("{uid}:{gid}")),
-                    dst.as_os_str(),
-                ],
+                &["-R".as_ref(), "-h".as_ref(), OsStr::new(&format!("{uid}:{gid}")), dst.as_os_str()],
             );
         }
         dst

@@ -15,9 +15,7 @@ use std::os::unix::fs::MetadataExt;
 use std::path::Path;
 
 use common::{both_users, busybox_image, make_sif, reference_sif, ARCH_AMD64, ARCH_ARM64};
-use strata_e2e::{
-    argv, busybox, Install, Output, RunOpts, TestDir, TestUser, RUNSCRIPT_OUTPUT, TEST_OUTPUT,
-};
+use strata_e2e::{argv, busybox, Install, Output, RunOpts, TestDir, TestUser, RUNSCRIPT_OUTPUT, TEST_OUTPUT};
 
 /// What a user reads when the command is not in the container.
 fn not_found(command: &str) -> String {
@@ -42,20 +40,14 @@ fn strata(install: &Install, user: &TestUser, args: &[std::ffi::OsString]) -> Ou
 
 #[test]
 fn exec_runs_the_command_in_the_image() {
-    let (Some(install), Some(users), Some(sif)) =
-        (Install::shared(), both_users(), reference_sif())
-    else {
+    let (Some(install), Some(users), Some(sif)) = (Install::shared(), both_users(), reference_sif()) else {
         return;
     };
     for user in users {
         let out = strata(install, user, &argv!["exec", &sif, "echo", "hello"]);
         assert_prints(&out, "hello\n");
         // Arguments arrive as they were given, spaces and quotes included.
-        let out = strata(
-            install,
-            user,
-            &argv!["exec", &sif, "printf", "[%s]", "a b", "'c'", "", "$HOME"],
-        );
+        let out = strata(install, user, &argv!["exec", &sif, "printf", "[%s]", "a b", "'c'", "", "$HOME"]);
         assert_prints(&out, "[a b]['c'][][$HOME]");
     }
 }
@@ -64,9 +56,7 @@ fn exec_runs_the_command_in_the_image() {
 /// without arguments and the arguments as a command otherwise.
 #[test]
 fn run_passes_the_arguments_to_the_runscript() {
-    let (Some(install), Some(users), Some(sif)) =
-        (Install::shared(), both_users(), reference_sif())
-    else {
+    let (Some(install), Some(users), Some(sif)) = (Install::shared(), both_users(), reference_sif()) else {
         return;
     };
     for user in users {
@@ -79,9 +69,7 @@ fn run_passes_the_arguments_to_the_runscript() {
 
 #[test]
 fn run_without_arguments_runs_the_images_default_command() {
-    let (Some(install), Some(users), Some(sif)) =
-        (Install::shared(), both_users(), reference_sif())
-    else {
+    let (Some(install), Some(users), Some(sif)) = (Install::shared(), both_users(), reference_sif()) else {
         return;
     };
     for user in users {
@@ -96,9 +84,7 @@ fn run_without_arguments_runs_the_images_default_command() {
 
 #[test]
 fn shell_reads_commands_from_stdin_with_the_strata_prompt() {
-    let (Some(install), Some(users), Some(sif)) =
-        (Install::shared(), both_users(), reference_sif())
-    else {
+    let (Some(install), Some(users), Some(sif)) = (Install::shared(), both_users(), reference_sif()) else {
         return;
     };
     for user in users {
@@ -109,30 +95,21 @@ fn shell_reads_commands_from_stdin_with_the_strata_prompt() {
             &RunOpts::new().stdin("echo \"[$PS1]\"\necho \"$SHELL\"\nid -u\nexit 3\n"),
         );
         out.assert_code(3);
-        assert_eq!(
-            out.stdout,
-            format!("[Strata> ]\n/bin/sh\n{}\n", user.uid),
-            "{out}"
-        );
+        assert_eq!(out.stdout, format!("[Strata> ]\n/bin/sh\n{}\n", user.uid), "{out}");
         assert_eq!(out.stderr, "", "{out}");
     }
 }
 
 #[test]
 fn test_of_an_image_without_a_test_script_says_so_and_succeeds() {
-    let (Some(install), Some(users), Some(sif)) =
-        (Install::shared(), both_users(), reference_sif())
-    else {
+    let (Some(install), Some(users), Some(sif)) = (Install::shared(), both_users(), reference_sif()) else {
         return;
     };
     for user in users {
         let out = strata(install, user, &argv!["test", &sif]);
         out.assert_success();
         assert_eq!(out.stdout, "", "{out}");
-        assert_eq!(
-            out.stderr, "INFO:    No test script found in container, exiting\n",
-            "{out}"
-        );
+        assert_eq!(out.stderr, "INFO:    No test script found in container, exiting\n", "{out}");
         // -q silences the INFO line.
         let out = strata(install, user, &argv!["-q", "test", &sif]);
         assert_prints(&out, "");
@@ -141,9 +118,7 @@ fn test_of_an_image_without_a_test_script_says_so_and_succeeds() {
 
 #[test]
 fn the_payloads_exit_code_comes_back() {
-    let (Some(install), Some(users), Some(sif)) =
-        (Install::shared(), both_users(), busybox_image())
-    else {
+    let (Some(install), Some(users), Some(sif)) = (Install::shared(), both_users(), busybox_image()) else {
         return;
     };
     for user in users {
@@ -172,9 +147,7 @@ fn the_payloads_exit_code_comes_back() {
 
 #[test]
 fn a_missing_command_is_fatal_with_code_255() {
-    let (Some(install), Some(users), Some(sif)) =
-        (Install::shared(), both_users(), busybox_image())
-    else {
+    let (Some(install), Some(users), Some(sif)) = (Install::shared(), both_users(), busybox_image()) else {
         return;
     };
     for user in users {
@@ -203,19 +176,11 @@ fn every_action_works_on(image: &Path) {
         let out = strata(install, user, &argv!["exec", image, "id", "-u"]);
         assert_prints(&out, &format!("{}\n", user.uid));
         // The image's /.singularity.d/env/90-environment.sh exports FIXTURE=busybox.
-        let out = strata(
-            install,
-            user,
-            &argv!["exec", image, "sh", "-c", "echo $FIXTURE"],
-        );
+        let out = strata(install, user, &argv!["exec", image, "sh", "-c", "echo $FIXTURE"]);
         assert_prints(&out, "busybox\n");
         for code in [0, 7, 255] {
-            strata(
-                install,
-                user,
-                &argv!["exec", image, "sh", "-c", format!("exit {code}")],
-            )
-            .assert_code(code);
+            strata(install, user, &argv!["exec", image, "sh", "-c", format!("exit {code}")])
+                .assert_code(code);
         }
         let out = strata(install, user, &argv!["exec", image, "no-such-command"]);
         out.assert_code(255);
@@ -245,8 +210,7 @@ fn every_action_works_on_a_sandbox_directory() {
 /// `--writable` on a sandbox directory the user owns: changes go straight into it.
 #[test]
 fn writable_sandbox_owned_by_the_user_keeps_changes() {
-    let (Some(install), Some(users), Some(images)) = (Install::shared(), both_users(), busybox())
-    else {
+    let (Some(install), Some(users), Some(images)) = (Install::shared(), both_users(), busybox()) else {
         return;
     };
     for user in users {
@@ -255,14 +219,7 @@ fn writable_sandbox_owned_by_the_user_keeps_changes() {
         let out = strata(
             install,
             user,
-            &argv![
-                "exec",
-                "--writable",
-                &sandbox,
-                "sh",
-                "-c",
-                "echo kept > /opt/note"
-            ],
+            &argv!["exec", "--writable", &sandbox, "sh", "-c", "echo kept > /opt/note"],
         );
         // No overlay means no stub for missing mount points: the home bind is skipped, said.
         out.assert_success();
@@ -271,10 +228,7 @@ fn writable_sandbox_owned_by_the_user_keeps_changes() {
             "WARNING: skipping mount of /home/{}: it does not exist in the container",
             user.name
         ));
-        assert_eq!(
-            fs::read_to_string(sandbox.join("opt/note")).unwrap(),
-            "kept\n"
-        );
+        assert_eq!(fs::read_to_string(sandbox.join("opt/note")).unwrap(), "kept\n");
     }
 }
 
@@ -282,8 +236,7 @@ fn writable_sandbox_owned_by_the_user_keeps_changes() {
 /// be strata's, not the default of the shell that runs the action script.
 #[test]
 fn shell_prompt_is_strata_on_an_image_that_sets_none() {
-    let (Some(install), Some(users), Some(images)) = (Install::shared(), both_users(), busybox())
-    else {
+    let (Some(install), Some(users), Some(images)) = (Install::shared(), both_users(), busybox()) else {
         return;
     };
     for user in users {
@@ -315,12 +268,9 @@ fn every_action_works_on_an_ext3_image() {
 
 #[test]
 fn the_container_runs_as_the_user_with_their_groups_and_passwd_entry() {
-    let (Some(install), Some(users), Some(sif), Some((group, shared_gid))) = (
-        Install::shared(),
-        both_users(),
-        busybox_image(),
-        TestUser::shared_group(),
-    ) else {
+    let (Some(install), Some(users), Some(sif), Some((group, shared_gid))) =
+        (Install::shared(), both_users(), busybox_image(), TestUser::shared_group())
+    else {
         return;
     };
     for user in users {
@@ -344,10 +294,7 @@ fn the_container_runs_as_the_user_with_their_groups_and_passwd_entry() {
         assert_eq!(lines[2], user.name, "{out}");
         let mut groups: Vec<u32> = lines[3]
             .split(' ')
-            .map(|g| {
-                g.parse()
-                    .unwrap_or_else(|_| panic!("bad gid {g:?}:\n{out}"))
-            })
+            .map(|g| g.parse().unwrap_or_else(|_| panic!("bad gid {g:?}:\n{out}")))
             .collect();
         groups.sort_unstable();
         let mut want = user.groups.clone();
@@ -360,28 +307,16 @@ fn the_container_runs_as_the_user_with_their_groups_and_passwd_entry() {
                 && passwd.ends_with(&format!(":{}:/bin/sh", user.home.display())),
             "the user's /etc/passwd line: {passwd:?}\n{out}"
         );
-        assert_eq!(
-            lines[5], "root:x:0:0:root:/root:/bin/sh",
-            "image's own lines stay"
-        );
+        assert_eq!(lines[5], "root:x:0:0:root:/root:/bin/sh", "image's own lines stay");
         assert!(
-            lines
-                .iter()
-                .any(|l| l.starts_with(&format!("{group}:x:{shared_gid}:"))
-                    && l.split(':')
-                        .nth(3)
-                        .unwrap_or("")
-                        .split(',')
-                        .any(|m| m == user.name)),
+            lines.iter().any(|l| l.starts_with(&format!("{group}:x:{shared_gid}:"))
+                && l.split(':').nth(3).unwrap_or("").split(',').any(|m| m == user.name)),
             "/etc/group lists the shared group with the user:\n{out}"
         );
         let ids = |what: &str, id: u32| format!("{what}:\t{id}\t{id}\t{id}\t{id}");
         assert!(out.stdout.contains(&ids("Uid", user.uid)), "{out}");
         assert!(out.stdout.contains(&ids("Gid", user.gid)), "{out}");
-        assert!(
-            out.stdout.contains("CapEff:\t0000000000000000"),
-            "no capability survives:\n{out}"
-        );
+        assert!(out.stdout.contains("CapEff:\t0000000000000000"), "no capability survives:\n{out}");
         assert!(out.stdout.contains("NoNewPrivs:\t1"), "{out}");
     }
 }
@@ -391,9 +326,7 @@ fn the_container_runs_as_the_user_with_their_groups_and_passwd_entry() {
 
 #[test]
 fn contain_gives_an_empty_private_home_a_fresh_tmp_and_a_minimal_dev() {
-    let (Some(install), Some(users), Some(sif)) =
-        (Install::shared(), both_users(), busybox_image())
-    else {
+    let (Some(install), Some(users), Some(sif)) = (Install::shared(), both_users(), busybox_image()) else {
         return;
     };
     let marker = format!("strata-e2e-contain-{}", std::process::id());
@@ -411,11 +344,7 @@ fn contain_gives_an_empty_private_home_a_fresh_tmp_and_a_minimal_dev() {
              ls /dev | tr '\\n' ' '; echo; pwd; echo ok > /dev/null && echo null-writable",
             tmp = host_tmp.path().display()
         );
-        let out = strata(
-            install,
-            user,
-            &argv!["exec", "--contain", &sif, "sh", "-c", script],
-        );
+        let out = strata(install, user, &argv!["exec", "--contain", &sif, "sh", "-c", script]);
         let _ = fs::remove_file(&host_note);
         out.assert_success();
         let want = format!(
@@ -437,9 +366,7 @@ fn contain_gives_an_empty_private_home_a_fresh_tmp_and_a_minimal_dev() {
 
 #[test]
 fn without_contain_the_host_home_is_bound_and_writes_persist() {
-    let (Some(install), Some(users), Some(sif)) =
-        (Install::shared(), both_users(), busybox_image())
-    else {
+    let (Some(install), Some(users), Some(sif)) = (Install::shared(), both_users(), busybox_image()) else {
         return;
     };
     let name = format!("strata-e2e-home-{}", std::process::id());
@@ -469,9 +396,7 @@ fn without_contain_the_host_home_is_bound_and_writes_persist() {
 
 #[test]
 fn home_flag_binds_another_directory_as_the_home() {
-    let (Some(install), Some(users), Some(sif)) =
-        (Install::shared(), both_users(), busybox_image())
-    else {
+    let (Some(install), Some(users), Some(sif)) = (Install::shared(), both_users(), busybox_image()) else {
         return;
     };
     let script = "echo \"$HOME\"; grep \"^$(id -un):\" /etc/passwd | cut -d: -f6; \
@@ -479,20 +404,10 @@ fn home_flag_binds_another_directory_as_the_home() {
     for user in users {
         let home = bind_source(user);
         for (spec, dest) in [
-            (
-                format!("{}:/home/elsewhere", home.path().display()),
-                "/home/elsewhere".into(),
-            ),
-            (
-                home.path().display().to_string(),
-                home.path().display().to_string(),
-            ),
+            (format!("{}:/home/elsewhere", home.path().display()), "/home/elsewhere".into()),
+            (home.path().display().to_string(), home.path().display().to_string()),
         ] {
-            let out = strata(
-                install,
-                user,
-                &argv!["exec", "-H", spec, &sif, "sh", "-c", script],
-            );
+            let out = strata(install, user, &argv!["exec", "-H", spec, &sif, "sh", "-c", script]);
             assert_prints(&out, &format!("{dest}\n{dest}\n{}\n", user.name));
             assert!(home.join("made").exists(), "{out}");
             fs::remove_file(home.join("made")).unwrap();
@@ -502,9 +417,7 @@ fn home_flag_binds_another_directory_as_the_home() {
 
 #[test]
 fn containall_contains_files_processes_ipc_and_environment() {
-    let (Some(install), Some(users), Some(sif)) =
-        (Install::shared(), both_users(), busybox_image())
-    else {
+    let (Some(install), Some(users), Some(sif)) = (Install::shared(), both_users(), busybox_image()) else {
         return;
     };
     let host_ipc = fs::read_link("/proc/self/ns/ipc").unwrap();
@@ -513,8 +426,7 @@ fn containall_contains_files_processes_ipc_and_environment() {
                   readlink /proc/self/ns/ipc";
     for user in users {
         for flag in ["--containall", "-C"] {
-            let out =
-                install.strata_as(user, &argv!["exec", flag, &sif, "sh", "-c", script], &opts);
+            let out = install.strata_as(user, &argv!["exec", flag, &sif, "sh", "-c", script], &opts);
             out.assert_success();
             let lines: Vec<&str> = out.stdout.lines().collect();
             assert_eq!(lines[0], "unset 2 [] 13", "{out}");
@@ -526,8 +438,7 @@ fn containall_contains_files_processes_ipc_and_environment() {
 
 #[test]
 fn ipc_and_uts_flags_give_new_namespaces() {
-    let (Some(install), Some(user), Some(sif)) =
-        (Install::shared(), TestUser::high(), busybox_image())
+    let (Some(install), Some(user), Some(sif)) = (Install::shared(), TestUser::high(), busybox_image())
     else {
         return;
     };
@@ -554,9 +465,7 @@ fn bind_source(user: &TestUser) -> TestDir {
 
 #[test]
 fn bind_shows_a_host_directory_and_writes_reach_the_host() {
-    let (Some(install), Some(users), Some(sif)) =
-        (Install::shared(), both_users(), busybox_image())
-    else {
+    let (Some(install), Some(users), Some(sif)) = (Install::shared(), both_users(), busybox_image()) else {
         return;
     };
     for user in users {
@@ -565,50 +474,29 @@ fn bind_shows_a_host_directory_and_writes_reach_the_host() {
         let out = strata(
             install,
             user,
-            &argv![
-                "exec",
-                "-B",
-                spec,
-                &sif,
-                "sh",
-                "-c",
-                "cat /mnt/src/data && echo new > /mnt/src/new"
-            ],
+            &argv!["exec", "-B", spec, &sif, "sh", "-c", "cat /mnt/src/data && echo new > /mnt/src/new"],
         );
         assert_prints(&out, &format!("{}\n", user.name));
         assert_eq!(fs::read_to_string(src.join("new")).unwrap(), "new\n");
         let meta = fs::metadata(src.join("new")).unwrap();
         assert_eq!((meta.uid(), meta.gid()), (user.uid, user.gid));
         // --bind is the same flag; src alone binds at the same path.
-        let out = strata(
-            install,
-            user,
-            &argv!["exec", "--bind", src.path(), &sif, "cat", src.join("data")],
-        );
+        let out = strata(install, user, &argv!["exec", "--bind", src.path(), &sif, "cat", src.join("data")]);
         assert_prints(&out, &format!("{}\n", user.name));
     }
 }
 
 #[test]
 fn read_only_bind_refuses_writes() {
-    let (Some(install), Some(users), Some(sif)) =
-        (Install::shared(), both_users(), busybox_image())
-    else {
+    let (Some(install), Some(users), Some(sif)) = (Install::shared(), both_users(), busybox_image()) else {
         return;
     };
     for user in users {
         let src = bind_source(user);
         let spec = format!("{}:/mnt/src:ro", src.path().display());
-        let out = strata(
-            install,
-            user,
-            &argv!["exec", "-B", spec, &sif, "touch", "/mnt/src/new"],
-        );
+        let out = strata(install, user, &argv!["exec", "-B", spec, &sif, "touch", "/mnt/src/new"]);
         out.assert_code(1);
-        assert_eq!(
-            out.stderr, "touch: /mnt/src/new: Read-only file system\n",
-            "{out}"
-        );
+        assert_eq!(out.stderr, "touch: /mnt/src/new: Read-only file system\n", "{out}");
         assert!(!src.join("new").exists());
         let out = strata(
             install,
@@ -628,19 +516,13 @@ fn read_only_bind_refuses_writes() {
 
 #[test]
 fn comma_separated_binds_are_all_mounted() {
-    let (Some(install), Some(users), Some(sif)) =
-        (Install::shared(), both_users(), busybox_image())
-    else {
+    let (Some(install), Some(users), Some(sif)) = (Install::shared(), both_users(), busybox_image()) else {
         return;
     };
     for user in users {
         let a = bind_source(user);
         let b = bind_source(user);
-        let spec = format!(
-            "{}:/mnt/a,{}:/opt/b:ro",
-            a.path().display(),
-            b.path().display()
-        );
+        let spec = format!("{}:/mnt/a,{}:/opt/b:ro", a.path().display(), b.path().display());
         let out = strata(
             install,
             user,
@@ -661,9 +543,7 @@ fn comma_separated_binds_are_all_mounted() {
 
 #[test]
 fn apptainer_and_singularity_bind_variables_add_binds() {
-    let (Some(install), Some(users), Some(sif)) =
-        (Install::shared(), both_users(), busybox_image())
-    else {
+    let (Some(install), Some(users), Some(sif)) = (Install::shared(), both_users(), busybox_image()) else {
         return;
     };
     for user in users {
@@ -675,10 +555,7 @@ fn apptainer_and_singularity_bind_variables_add_binds() {
         }
         // The variable and -B together: both binds.
         let other = bind_source(user);
-        let opts = RunOpts::new().env(
-            "APPTAINER_BIND",
-            format!("{}:/mnt/env", src.path().display()),
-        );
+        let opts = RunOpts::new().env("APPTAINER_BIND", format!("{}:/mnt/env", src.path().display()));
         let out = install.strata_as(
             user,
             &argv![
@@ -698,33 +575,19 @@ fn apptainer_and_singularity_bind_variables_add_binds() {
 
 #[test]
 fn bind_of_a_missing_source_is_fatal() {
-    let (Some(install), Some(users), Some(sif)) =
-        (Install::shared(), both_users(), busybox_image())
-    else {
+    let (Some(install), Some(users), Some(sif)) = (Install::shared(), both_users(), busybox_image()) else {
         return;
     };
     for user in users {
         let dir = TestDir::owned_by(user).unwrap();
         let missing = dir.join("not-there");
-        let out = strata(
-            install,
-            user,
-            &argv![
-                "exec",
-                "-B",
-                format!("{}:/mnt", missing.display()),
-                &sif,
-                "true"
-            ],
-        );
+        let out =
+            strata(install, user, &argv!["exec", "-B", format!("{}:/mnt", missing.display()), &sif, "true"]);
         out.assert_code(255);
         assert_eq!(out.stdout, "", "{out}");
         assert_eq!(
             out.stderr,
-            format!(
-                "FATAL:   mount source {} doesn't exist\n",
-                missing.display()
-            ),
+            format!("FATAL:   mount source {} doesn't exist\n", missing.display()),
             "{out}"
         );
     }
@@ -732,19 +595,14 @@ fn bind_of_a_missing_source_is_fatal() {
 
 #[test]
 fn bind_onto_a_path_missing_in_the_image_creates_it() {
-    let (Some(install), Some(users), Some(sif)) =
-        (Install::shared(), both_users(), busybox_image())
-    else {
+    let (Some(install), Some(users), Some(sif)) = (Install::shared(), both_users(), busybox_image()) else {
         return;
     };
     for user in users {
         let src = bind_source(user);
         let file = src.write("single.conf", "one file\n", 0o644);
-        let spec = format!(
-            "{}:/not/in/the/image,{}:/etc/strata-e2e.conf",
-            src.path().display(),
-            file.display()
-        );
+        let spec =
+            format!("{}:/not/in/the/image,{}:/etc/strata-e2e.conf", src.path().display(), file.display());
         let out = strata(
             install,
             user,
@@ -768,19 +626,14 @@ fn bind_onto_a_path_missing_in_the_image_creates_it() {
 
 #[test]
 fn host_variables_pass_unless_cleanenv() {
-    let (Some(install), Some(users), Some(sif)) =
-        (Install::shared(), both_users(), busybox_image())
-    else {
+    let (Some(install), Some(users), Some(sif)) = (Install::shared(), both_users(), busybox_image()) else {
         return;
     };
     let opts = RunOpts::new().env("E2E_HOST_VARIABLE", "from the host");
     let show = "echo \"[${E2E_HOST_VARIABLE-unset}] [$HOME]\"";
     for user in users {
         let out = install.strata_as(user, &argv!["exec", &sif, "sh", "-c", show], &opts);
-        assert_prints(
-            &out,
-            &format!("[from the host] [{}]\n", user.home.display()),
-        );
+        assert_prints(&out, &format!("[from the host] [{}]\n", user.home.display()));
         for flag in ["--cleanenv", "-e"] {
             let out = install.strata_as(user, &argv!["exec", flag, &sif, "sh", "-c", show], &opts);
             assert_prints(&out, &format!("[unset] [{}]\n", user.home.display()));
@@ -790,42 +643,21 @@ fn host_variables_pass_unless_cleanenv() {
 
 #[test]
 fn env_flag_sets_variables_over_the_hosts() {
-    let (Some(install), Some(users), Some(sif)) =
-        (Install::shared(), both_users(), busybox_image())
-    else {
+    let (Some(install), Some(users), Some(sif)) = (Install::shared(), both_users(), busybox_image()) else {
         return;
     };
     let opts = RunOpts::new().env("A", "host");
     for user in users {
         let out = install.strata_as(
             user,
-            &argv![
-                "exec",
-                "--env",
-                "A=1",
-                "--env",
-                "B=2,C=x y",
-                &sif,
-                "sh",
-                "-c",
-                "echo \"$A|$B|$C\""
-            ],
+            &argv!["exec", "--env", "A=1", "--env", "B=2,C=x y", &sif, "sh", "-c", "echo \"$A|$B|$C\""],
             &opts,
         );
         assert_prints(&out, "1|2|x y\n");
         // Also with --cleanenv.
         let out = install.strata_as(
             user,
-            &argv![
-                "exec",
-                "-e",
-                "--env",
-                "A=1",
-                &sif,
-                "sh",
-                "-c",
-                "echo \"$A\""
-            ],
+            &argv!["exec", "-e", "--env", "A=1", &sif, "sh", "-c", "echo \"$A\""],
             &opts,
         );
         assert_prints(&out, "1\n");
@@ -834,30 +666,16 @@ fn env_flag_sets_variables_over_the_hosts() {
 
 #[test]
 fn env_file_sets_variables() {
-    let (Some(install), Some(users), Some(sif)) =
-        (Install::shared(), both_users(), busybox_image())
-    else {
+    let (Some(install), Some(users), Some(sif)) = (Install::shared(), both_users(), busybox_image()) else {
         return;
     };
     for user in users {
         let dir = TestDir::owned_by(user).unwrap();
-        let file = dir.write(
-            "env",
-            "# comment\nFROM_FILE=ff\nexport QUOTED=\"q q\"\n",
-            0o600,
-        );
+        let file = dir.write("env", "# comment\nFROM_FILE=ff\nexport QUOTED=\"q q\"\n", 0o600);
         let out = strata(
             install,
             user,
-            &argv![
-                "exec",
-                "--env-file",
-                &file,
-                &sif,
-                "sh",
-                "-c",
-                "echo \"$FROM_FILE|$QUOTED\""
-            ],
+            &argv!["exec", "--env-file", &file, &sif, "sh", "-c", "echo \"$FROM_FILE|$QUOTED\""],
         );
         assert_prints(&out, "ff|q q\n");
     }
@@ -865,9 +683,7 @@ fn env_file_sets_variables() {
 
 #[test]
 fn apptainerenv_and_singularityenv_prefixes_set_variables() {
-    let (Some(install), Some(users), Some(sif)) =
-        (Install::shared(), both_users(), busybox_image())
-    else {
+    let (Some(install), Some(users), Some(sif)) = (Install::shared(), both_users(), busybox_image()) else {
         return;
     };
     let show = argv!["exec", &sif, "sh", "-c", "echo \"X=$X\""];
@@ -877,9 +693,7 @@ fn apptainerenv_and_singularityenv_prefixes_set_variables() {
         let out = install.strata_as(user, &show, &RunOpts::new().env("SINGULARITYENV_X", "s"));
         assert_prints(&out, "X=s\n");
         // Both: APPTAINERENV_ wins, as in Apptainer, with its warning.
-        let opts = RunOpts::new()
-            .env("APPTAINERENV_X", "a")
-            .env("SINGULARITYENV_X", "s");
+        let opts = RunOpts::new().env("APPTAINERENV_X", "a").env("SINGULARITYENV_X", "s");
         let out = install.strata_as(user, &show, &opts);
         out.assert_success();
         assert_eq!(out.stdout, "X=a\n", "{out}");
@@ -901,27 +715,17 @@ fn apptainerenv_and_singularityenv_prefixes_set_variables() {
 
 #[test]
 fn pwd_sets_the_working_directory() {
-    let (Some(install), Some(users), Some(sif)) =
-        (Install::shared(), both_users(), busybox_image())
-    else {
+    let (Some(install), Some(users), Some(sif)) = (Install::shared(), both_users(), busybox_image()) else {
         return;
     };
     for user in users {
         let out = strata(install, user, &argv!["exec", "--pwd", "/tmp", &sif, "pwd"]);
         assert_prints(&out, "/tmp\n");
-        let out = strata(
-            install,
-            user,
-            &argv!["exec", "--pwd", "/etc", "--contain", &sif, "pwd"],
-        );
+        let out = strata(install, user, &argv!["exec", "--pwd", "/etc", "--contain", &sif, "pwd"]);
         assert_prints(&out, "/etc\n");
         // Without --pwd: the directory strata was started in (bound from the host).
         let dir = TestDir::owned_by(user).unwrap();
-        let out = install.strata_as(
-            user,
-            &argv!["exec", &sif, "pwd"],
-            &RunOpts::new().cwd(dir.path()),
-        );
+        let out = install.strata_as(user, &argv!["exec", &sif, "pwd"], &RunOpts::new().cwd(dir.path()));
         assert_prints(&out, &format!("{}\n", dir.path().display()));
     }
 }
@@ -930,21 +734,13 @@ fn pwd_sets_the_working_directory() {
 /// LD_LIBRARY_PATH=/.singularity.d/libs and PS1 (which strata replaces with its own prompt).
 #[test]
 fn apptainer_env_scripts_of_the_image_are_honoured() {
-    let (Some(install), Some(users), Some(sif)) =
-        (Install::shared(), both_users(), reference_sif())
-    else {
+    let (Some(install), Some(users), Some(sif)) = (Install::shared(), both_users(), reference_sif()) else {
         return;
     };
     for user in users {
         let out = install.strata_as(
             user,
-            &argv![
-                "exec",
-                &sif,
-                "sh",
-                "-c",
-                "echo \"$LD_LIBRARY_PATH\"; echo \"$PATH\"; echo \"$PS1\""
-            ],
+            &argv!["exec", &sif, "sh", "-c", "echo \"$LD_LIBRARY_PATH\"; echo \"$PATH\"; echo \"$PS1\""],
             &RunOpts::new().env("PATH", "/host/only/bin:/usr/bin:/bin"),
         );
         assert_prints(
@@ -973,9 +769,7 @@ fn apptainer_env_scripts_of_the_image_are_honoured() {
 
 #[test]
 fn pid_namespace_hides_the_host_processes() {
-    let (Some(install), Some(users), Some(sif)) =
-        (Install::shared(), both_users(), busybox_image())
-    else {
+    let (Some(install), Some(users), Some(sif)) = (Install::shared(), both_users(), busybox_image()) else {
         return;
     };
     let me = std::process::id();
@@ -986,17 +780,11 @@ fn pid_namespace_hides_the_host_processes() {
     );
     for user in users {
         for flag in ["--pid", "-p"] {
-            let out = strata(
-                install,
-                user,
-                &argv!["exec", flag, &sif, "sh", "-c", &script],
-            );
+            let out = strata(install, user, &argv!["exec", flag, &sif, "sh", "-c", &script]);
             let uid = user.uid;
             assert_prints(
                 &out,
-                &format!(
-                    "self=2\ninit=strata-starter\nUid:\t{uid}\t{uid}\t{uid}\t{uid}\n1 2 \nhidden\n"
-                ),
+                &format!("self=2\ninit=strata-starter\nUid:\t{uid}\t{uid}\t{uid}\t{uid}\n1 2 \nhidden\n"),
             );
         }
         // Without --pid the host's processes are there (the contrast that makes the above mean
@@ -1011,9 +799,7 @@ fn pid_namespace_hides_the_host_processes() {
 
 #[test]
 fn an_image_for_another_architecture_is_refused() {
-    let (Some(install), Some(user), Some(images)) =
-        (Install::shared(), TestUser::high(), busybox())
-    else {
+    let (Some(install), Some(user), Some(images)) = (Install::shared(), TestUser::high(), busybox()) else {
         return;
     };
     if !cfg!(target_arch = "x86_64") {
@@ -1021,35 +807,18 @@ fn an_image_for_another_architecture_is_refused() {
         return;
     }
     let emulated = fs::read_dir("/proc/sys/fs/binfmt_misc")
-        .map(|d| {
-            d.flatten()
-                .any(|e| e.file_name().to_string_lossy().contains("aarch64"))
-        })
+        .map(|d| d.flatten().any(|e| e.file_name().to_string_lossy().contains("aarch64")))
         .unwrap_or(false);
     if emulated {
         strata_e2e::skip("an arm64 emulator is registered in binfmt_misc");
         return;
     }
     let dir = TestDir::owned_by(user).unwrap();
-    let native = make_sif(
-        install,
-        user,
-        &dir,
-        &images.squashfs,
-        ARCH_AMD64,
-        "amd64.sif",
-    );
+    let native = make_sif(install, user, &dir, &images.squashfs, ARCH_AMD64, "amd64.sif");
     let out = strata(install, user, &argv!["exec", &native, "echo", "hello"]);
     assert_prints(&out, "hello\n");
 
-    let foreign = make_sif(
-        install,
-        user,
-        &dir,
-        &images.squashfs,
-        ARCH_ARM64,
-        "arm64.sif",
-    );
+    let foreign = make_sif(install, user, &dir, &images.squashfs, ARCH_ARM64, "arm64.sif");
     for action in ["exec", "run", "shell", "test"] {
         let mut args = argv![action, &foreign];
         if action == "exec" {

@@ -11,8 +11,8 @@ use std::path::{Path, PathBuf};
 
 use serde_json::{json, Value};
 use strata_e2e::{
-    argv, assert_no_leak, busybox, run_as, run_as_root, HostSnapshot, Install, Output, RunOpts,
-    TestDir, TestUser,
+    argv, assert_no_leak, busybox, run_as, run_as_root, HostSnapshot, Install, Output, RunOpts, TestDir,
+    TestUser,
 };
 
 const RAW: &str = env!("CARGO_BIN_EXE_starter-raw");
@@ -37,11 +37,7 @@ fn raw(
     fds: &[(i32, &str, &Path)],
     env: &[&str],
 ) -> Output {
-    let plan_file = dir.write(
-        &format!("plan-{}.json", rand_suffix()),
-        plan.to_string(),
-        0o644,
-    );
+    let plan_file = dir.write(&format!("plan-{}.json", rand_suffix()), plan.to_string(), 0o644);
     let mut args = argv![RAW, install.starter(), &plan_file];
     for (fd, mode, path) in fds {
         args.push("--fd".into());
@@ -60,11 +56,7 @@ fn raw(
 fn rand_suffix() -> String {
     use std::sync::atomic::{AtomicU64, Ordering};
     static N: AtomicU64 = AtomicU64::new(0);
-    format!(
-        "{}-{}",
-        std::process::id(),
-        N.fetch_add(1, Ordering::Relaxed)
-    )
+    format!("{}-{}", std::process::id(), N.fetch_add(1, Ordering::Relaxed))
 }
 
 /// The common set-up: the shared install, the ordinary user, their own copy of the image.
@@ -77,9 +69,7 @@ fn setup() -> Option<(&'static Install, &'static TestUser, TestDir, PathBuf, u64
 }
 
 fn refused(out: &Output, text: &str) {
-    out.assert_code(255)
-        .assert_stderr_contains("FATAL:")
-        .assert_stderr_contains(text);
+    out.assert_code(255).assert_stderr_contains("FATAL:").assert_stderr_contains(text);
 }
 
 #[test]
@@ -87,14 +77,7 @@ fn a_well_formed_raw_plan_runs_as_the_caller() {
     let Some((install, user, dir, image, size)) = setup() else {
         return;
     };
-    let out = raw(
-        install,
-        Some(user),
-        &dir,
-        &plan(size, &["id", "-u"]),
-        &[(10, "r", &image)],
-        &[],
-    );
+    let out = raw(install, Some(user), &dir, &plan(size, &["id", "-u"]), &[(10, "r", &image)], &[]);
     out.assert_success();
     assert_eq!(out.stdout.trim(), user.uid.to_string());
 }
@@ -106,11 +89,7 @@ fn unknown_fields_are_refused() {
     };
     for (path, field) in [("", "uid"), ("rootfs", "owner"), ("process", "caps")] {
         let mut p = plan(size, &["/bin/true"]);
-        let target = if path.is_empty() {
-            &mut p
-        } else {
-            &mut p[path]
-        };
+        let target = if path.is_empty() { &mut p } else { &mut p[path] };
         target[field] = json!(0);
         let out = raw(install, Some(user), &dir, &p, &[(10, "r", &image)], &[]);
         refused(&out, &format!("unknown field `{field}`"));
@@ -157,11 +136,7 @@ fn malformed_plans_are_refused_with_a_reason() {
         refused(&out, text);
     }
     let garbage = dir.write("garbage.json", "{\"version\": 1,", 0o644);
-    let out = run_as(
-        user,
-        &argv![RAW, install.starter(), garbage],
-        &RunOpts::new(),
-    );
+    let out = run_as(user, &argv![RAW, install.starter(), garbage], &RunOpts::new());
     refused(&out, "invalid plan");
 }
 
@@ -194,14 +169,7 @@ fn an_o_path_descriptor_of_a_file_the_user_cannot_read_is_refused() {
     fs::set_permissions(secret.path(), fs::Permissions::from_mode(0o755)).unwrap();
     let private = secret.copy_in(&busybox().unwrap().squashfs, "private.sqfs");
     fs::set_permissions(&private, fs::Permissions::from_mode(0o600)).unwrap();
-    let out = raw(
-        install,
-        Some(user),
-        &dir,
-        &plan(size, &["/bin/true"]),
-        &[(10, "p", &private)],
-        &[],
-    );
+    let out = raw(install, Some(user), &dir, &plan(size, &["/bin/true"]), &[(10, "p", &private)], &[]);
     refused(&out, "O_PATH descriptor");
 }
 
@@ -214,30 +182,16 @@ fn another_users_image_cannot_become_a_writable_layer() {
     let theirs_dir = TestDir::owned_by(other).unwrap();
     fs::set_permissions(theirs_dir.path(), fs::Permissions::from_mode(0o755)).unwrap();
     let ovl = theirs_dir.join("ov.img");
-    run_as_root(
-        &argv!["mkfs.ext3", "-q", "-F", &ovl, "16M"],
-        &RunOpts::new(),
-    )
-    .assert_success();
+    run_as_root(&argv!["mkfs.ext3", "-q", "-F", &ovl, "16M"], &RunOpts::new()).assert_success();
     fs::set_permissions(&ovl, fs::Permissions::from_mode(0o644)).unwrap();
     let before = fs::read(&ovl).unwrap();
     let mut p = plan(size, &["/bin/true"]);
     let len = fs::metadata(&ovl).unwrap().len();
     p["overlays"] = json!([{"fd": 11, "kind": "ext3", "offset": 0, "size": len, "writable": true}]);
     // The user can only open it read-only; the plan's claim of a writable layer is refused.
-    let out = raw(
-        install,
-        Some(user),
-        &dir,
-        &p,
-        &[(10, "r", &image), (11, "r", &ovl)],
-        &[],
-    );
+    let out = raw(install, Some(user), &dir, &p, &[(10, "r", &image), (11, "r", &ovl)], &[]);
     refused(&out, "you don't have write permissions");
-    assert!(
-        fs::read(&ovl).unwrap() == before,
-        "the other user's image changed"
-    );
+    assert!(fs::read(&ovl).unwrap() == before, "the other user's image changed");
 }
 
 #[test]
@@ -250,38 +204,15 @@ fn a_directory_overlay_is_refused_for_users_and_granted_to_root() {
         fs::create_dir(dir.join(d)).unwrap();
         std::os::unix::fs::chown(dir.join(d), Some(user.uid), Some(user.gid)).unwrap();
     }
-    let mut p = plan(
-        size,
-        &["/bin/sh", "-c", "echo hi > /written && cat /written"],
-    );
+    let mut p = plan(size, &["/bin/sh", "-c", "echo hi > /written && cat /written"]);
     p["overlays"] = json!([{"fd": 11, "kind": "dir", "writable": true}]);
-    let out = raw(
-        install,
-        Some(user),
-        &dir,
-        &p,
-        &[(10, "r", &image), (11, "d", &ovdir)],
-        &[],
-    );
-    refused(
-        &out,
-        "only root user can use sandbox as overlay in setuid mode",
-    );
+    let out = raw(install, Some(user), &dir, &p, &[(10, "r", &image), (11, "d", &ovdir)], &[]);
+    refused(&out, "only root user can use sandbox as overlay in setuid mode");
     assert!(!ovdir.join("upper/written").exists());
 
-    let out = raw(
-        install,
-        None,
-        &dir,
-        &p,
-        &[(10, "r", &image), (11, "d", &ovdir)],
-        &[],
-    );
+    let out = raw(install, None, &dir, &p, &[(10, "r", &image), (11, "d", &ovdir)], &[]);
     out.assert_success().assert_stdout_contains("hi");
-    assert!(
-        ovdir.join("upper/written").exists(),
-        "root's directory overlay did not persist"
-    );
+    assert!(ovdir.join("upper/written").exists(), "root's directory overlay did not persist");
 }
 
 #[test]
@@ -306,20 +237,13 @@ fn two_writable_layers_are_refused() {
         {"fd": 11, "kind": "ext3", "offset": 0, "size": len, "writable": true},
         {"fd": 12, "kind": "ext3", "offset": 0, "size": len, "writable": true}
     ]);
-    let fds = [
-        (10, "r", image.as_path()),
-        (11, "w", layers[0].as_path()),
-        (12, "w", layers[1].as_path()),
-    ];
+    let fds = [(10, "r", image.as_path()), (11, "w", layers[0].as_path()), (12, "w", layers[1].as_path())];
     let out = raw(install, Some(user), &dir, &p, &fds, &[]);
     refused(&out, "you can't specify more than one writable overlay");
     p["overlays"] = json!([{"fd": 11, "kind": "ext3", "offset": 0, "size": len, "writable": true}]);
     p["writable_tmpfs"] = json!(true);
     let out = raw(install, Some(user), &dir, &p, &fds[..2], &[]);
-    refused(
-        &out,
-        "you can't specify --writable-tmpfs with another writable overlay image",
-    );
+    refused(&out, "you can't specify --writable-tmpfs with another writable overlay image");
 }
 
 #[test]
@@ -347,14 +271,7 @@ fn more_loop_devices_than_allowed_are_refused() {
     let install = Install::with_config("max loop devices = 1\n").unwrap();
     let mut p = plan(size, &["/bin/true"]);
     p["overlays"] = json!([{"fd": 11, "kind": "squashfs", "offset": 0, "size": size}]);
-    let out = raw(
-        &install,
-        Some(user),
-        &dir,
-        &p,
-        &[(10, "r", &image), (11, "r", &image)],
-        &[],
-    );
+    let out = raw(&install, Some(user), &dir, &p, &[(10, "r", &image), (11, "r", &image)], &[]);
     refused(&out, "needs 2 loop devices but 'max loop devices' is 1");
 }
 
@@ -365,27 +282,15 @@ fn one_byte_range_cannot_be_both_written_and_mounted() {
     };
     let ovl = dir.join("ov.img");
     let path_env = RunOpts::new().env("PATH", "/sbin:/usr/sbin:/bin:/usr/bin");
-    run_as(
-        user,
-        &argv!["mkfs.ext3", "-q", "-F", &ovl, "16M"],
-        &path_env,
-    )
-    .assert_success();
+    run_as(user, &argv!["mkfs.ext3", "-q", "-F", &ovl, "16M"], &path_env).assert_success();
     let len = fs::metadata(&ovl).unwrap().len();
     let mut p = plan(size, &["/bin/true"]);
     p["overlays"] = json!([
         {"fd": 11, "kind": "ext3", "offset": 0, "size": len, "writable": false},
         {"fd": 12, "kind": "ext3", "offset": 0, "size": len, "writable": true}
     ]);
-    let fds = [
-        (10, "r", image.as_path()),
-        (11, "r", ovl.as_path()),
-        (12, "w", ovl.as_path()),
-    ];
-    refused(
-        &raw(install, Some(user), &dir, &p, &fds, &[]),
-        "overlaps another layer of the same file",
-    );
+    let fds = [(10, "r", image.as_path()), (11, "r", ovl.as_path()), (12, "w", ovl.as_path())];
+    refused(&raw(install, Some(user), &dir, &p, &fds, &[]), "overlaps another layer of the same file");
 }
 
 #[test]
@@ -395,54 +300,26 @@ fn a_bind_destination_cannot_escape_the_container() {
     };
     // An image whose /escape is a symlink to /etc and whose /magic points through /proc.
     let tree = dir.join("tree");
-    run_as_root(
-        &argv!["cp", "-a", &busybox().unwrap().sandbox, &tree],
-        &RunOpts::new(),
-    )
-    .assert_success();
+    run_as_root(&argv!["cp", "-a", &busybox().unwrap().sandbox, &tree], &RunOpts::new()).assert_success();
     std::os::unix::fs::symlink("/etc", tree.join("escape")).unwrap();
     std::os::unix::fs::symlink("/proc/1/root/etc", tree.join("magic")).unwrap();
     let sq = dir.join("escape.sqfs");
-    run_as_root(
-        &argv![
-            "mksquashfs",
-            &tree,
-            &sq,
-            "-quiet",
-            "-no-progress",
-            "-noappend"
-        ],
-        &RunOpts::new(),
-    )
-    .assert_success();
+    run_as_root(&argv!["mksquashfs", &tree, &sq, "-quiet", "-no-progress", "-noappend"], &RunOpts::new())
+        .assert_success();
     fs::set_permissions(&sq, fs::Permissions::from_mode(0o644)).unwrap();
     let size = fs::metadata(&sq).unwrap().len();
     let src = dir.join("src");
     fs::create_dir(&src).unwrap();
     fs::write(src.join("marker"), "from-host").unwrap();
-    let host_etc_before: Vec<_> = fs::read_dir("/etc")
-        .unwrap()
-        .map(|e| e.unwrap().file_name())
-        .collect();
+    let host_etc_before: Vec<_> = fs::read_dir("/etc").unwrap().map(|e| e.unwrap().file_name()).collect();
 
     // Through a symlink inside the image: resolved inside the container (its own /etc).
     let mut p = plan(
         size,
-        &[
-            "/bin/sh",
-            "-c",
-            "cat /etc/hostdir/marker; grep -c ' /etc/hostdir ' /proc/self/mountinfo",
-        ],
+        &["/bin/sh", "-c", "cat /etc/hostdir/marker; grep -c ' /etc/hostdir ' /proc/self/mountinfo"],
     );
     p["binds"] = json!([{"fd": 11, "dest": "/escape/hostdir", "readonly": true}]);
-    let out = raw(
-        install,
-        Some(user),
-        &dir,
-        &p,
-        &[(10, "r", &sq), (11, "d", &src)],
-        &[],
-    );
+    let out = raw(install, Some(user), &dir, &p, &[(10, "r", &sq), (11, "d", &src)], &[]);
     out.assert_success().assert_stdout_contains("from-host");
     // Through a magic link (/magic -> /proc/1/root/etc): never followed; the mount point is
     // made inside the container, shadowing the link.
@@ -452,31 +329,14 @@ fn a_bind_destination_cannot_escape_the_container() {
         "-c",
         "cat /magic/strata-x/marker; grep -c ' /magic/strata-x ' /proc/self/mountinfo"
     ]);
-    let out = raw(
-        install,
-        Some(user),
-        &dir,
-        &p,
-        &[(10, "r", &sq), (11, "d", &src)],
-        &[],
-    );
+    let out = raw(install, Some(user), &dir, &p, &[(10, "r", &sq), (11, "d", &src)], &[]);
     out.assert_success();
     assert_eq!(out.stdout, "from-host1\n", "{out}");
     // '..' is never accepted.
     p["binds"] = json!([{"fd": 11, "dest": "/tmp/../../etc/x", "readonly": true}]);
-    let out = raw(
-        install,
-        Some(user),
-        &dir,
-        &p,
-        &[(10, "r", &sq), (11, "d", &src)],
-        &[],
-    );
+    let out = raw(install, Some(user), &dir, &p, &[(10, "r", &sq), (11, "d", &src)], &[]);
     refused(&out, "must not contain '.' or '..'");
-    let host_etc_after: Vec<_> = fs::read_dir("/etc")
-        .unwrap()
-        .map(|e| e.unwrap().file_name())
-        .collect();
+    let host_etc_after: Vec<_> = fs::read_dir("/etc").unwrap().map(|e| e.unwrap().file_name()).collect();
     assert_eq!(host_etc_before, host_etc_after, "the host's /etc changed");
 }
 
@@ -486,32 +346,14 @@ fn a_setuid_root_binary_in_the_image_does_not_gain_root() {
         return;
     };
     let tree = dir.join("suidtree");
-    run_as_root(
-        &argv!["cp", "-a", &busybox().unwrap().sandbox, &tree],
-        &RunOpts::new(),
-    )
-    .assert_success();
+    run_as_root(&argv!["cp", "-a", &busybox().unwrap().sandbox, &tree], &RunOpts::new()).assert_success();
     fs::create_dir(tree.join("suid")).unwrap();
     fs::copy(tree.join("bin/busybox"), tree.join("suid/busybox")).unwrap();
     std::os::unix::fs::chown(tree.join("suid/busybox"), Some(0), Some(0)).unwrap();
-    fs::set_permissions(
-        tree.join("suid/busybox"),
-        fs::Permissions::from_mode(0o4755),
-    )
-    .unwrap();
+    fs::set_permissions(tree.join("suid/busybox"), fs::Permissions::from_mode(0o4755)).unwrap();
     let sq = dir.join("suid.sqfs");
-    run_as_root(
-        &argv![
-            "mksquashfs",
-            &tree,
-            &sq,
-            "-quiet",
-            "-no-progress",
-            "-noappend"
-        ],
-        &RunOpts::new(),
-    )
-    .assert_success();
+    run_as_root(&argv!["mksquashfs", &tree, &sq, "-quiet", "-no-progress", "-noappend"], &RunOpts::new())
+        .assert_success();
     fs::set_permissions(&sq, fs::Permissions::from_mode(0o644)).unwrap();
     let size = fs::metadata(&sq).unwrap().len();
     let p = plan(
@@ -520,14 +362,8 @@ fn a_setuid_root_binary_in_the_image_does_not_gain_root() {
     );
     let out = raw(install, Some(user), &dir, &p, &[(10, "r", &sq)], &[]);
     out.assert_success();
-    assert!(
-        out.stdout.contains("-rwsr-xr-x"),
-        "the setuid bit is in the image:\n{out}"
-    );
-    assert!(
-        out.stdout.contains(&format!("euid={}\n", user.uid)),
-        "the setuid binary ran as root:\n{out}"
-    );
+    assert!(out.stdout.contains("-rwsr-xr-x"), "the setuid bit is in the image:\n{out}");
+    assert!(out.stdout.contains(&format!("euid={}\n", user.uid)), "the setuid binary ran as root:\n{out}");
     let lines: Vec<&str> = out.stdout.lines().collect();
     let root_line = lines.iter().find(|l| l.contains(" / / ")).unwrap_or(&"");
     assert!(
@@ -556,11 +392,7 @@ fn environment_aimed_at_the_starter_is_ignored_and_the_payload_gets_the_plans_en
     out.assert_success();
     let mut env: Vec<&str> = out.stdout.lines().collect();
     env.sort();
-    assert_eq!(
-        env,
-        vec!["ONLY=this", "PATH=/bin:/usr/bin"],
-        "payload env:\n{out}"
-    );
+    assert_eq!(env, vec!["ONLY=this", "PATH=/bin:/usr/bin"], "payload env:\n{out}");
 }
 
 #[test]
@@ -583,14 +415,7 @@ fn only_stdio_reaches_the_payload() {
     // An extra fd the user opened (not in the plan) on fd 9, and the plan's own on 10.
     let secret = dir.write("secret", "s3cret", 0o600);
     let p = plan(size, &["/bin/ls", "/proc/self/fd"]);
-    let out = raw(
-        install,
-        Some(user),
-        &dir,
-        &p,
-        &[(9, "r", &secret), (10, "r", &image)],
-        &[],
-    );
+    let out = raw(install, Some(user), &dir, &p, &[(9, "r", &secret), (10, "r", &image)], &[]);
     out.assert_success();
     let mut fds: Vec<&str> = out.stdout.split_whitespace().collect();
     fds.sort();
@@ -609,45 +434,30 @@ fn policy_file_must_be_root_owned_and_not_writable_by_others() {
     raw(&install, Some(user), &dir, &p, &fds, &[]).assert_success();
 
     std::os::unix::fs::chown(install.conf(), Some(user.uid), None).unwrap();
-    refused(
-        &raw(&install, Some(user), &dir, &p, &fds, &[]),
-        "must be owned by root",
-    );
+    refused(&raw(&install, Some(user), &dir, &p, &fds, &[]), "must be owned by root");
     std::os::unix::fs::chown(install.conf(), Some(0), None).unwrap();
 
     fs::set_permissions(install.conf(), fs::Permissions::from_mode(0o664)).unwrap();
-    refused(
-        &raw(&install, Some(user), &dir, &p, &fds, &[]),
-        "must not be writable by group or other",
-    );
+    refused(&raw(&install, Some(user), &dir, &p, &fds, &[]), "must not be writable by group or other");
     fs::set_permissions(install.conf(), fs::Permissions::from_mode(0o644)).unwrap();
 
     let etc = install.prefix().join("etc/strata");
     fs::set_permissions(&etc, fs::Permissions::from_mode(0o777)).unwrap();
-    refused(
-        &raw(&install, Some(user), &dir, &p, &fds, &[]),
-        "must not be writable by group or other",
-    );
+    refused(&raw(&install, Some(user), &dir, &p, &fds, &[]), "must not be writable by group or other");
     fs::set_permissions(&etc, fs::Permissions::from_mode(0o755)).unwrap();
 
     // A symlink to an identical root-owned file is refused too.
     let real = install.prefix().join("etc/strata/real.conf");
     fs::rename(install.conf(), &real).unwrap();
     std::os::unix::fs::symlink(&real, install.conf()).unwrap();
-    refused(
-        &raw(&install, Some(user), &dir, &p, &fds, &[]),
-        "cannot open the policy file",
-    );
+    refused(&raw(&install, Some(user), &dir, &p, &fds, &[]), "cannot open the policy file");
     fs::remove_file(install.conf()).unwrap();
     fs::rename(&real, install.conf()).unwrap();
     raw(&install, Some(user), &dir, &p, &fds, &[]).assert_success();
 
     // Unknown directives fail closed, naming the line.
     install.rewrite_config("allow setuid = yes\nallow everything = yes\n");
-    refused(
-        &raw(&install, Some(user), &dir, &p, &fds, &[]),
-        "strata.conf:2",
-    );
+    refused(&raw(&install, Some(user), &dir, &p, &fds, &[]), "strata.conf:2");
 }
 
 #[test]
@@ -662,10 +472,7 @@ fn a_hard_linked_or_copied_starter_refuses_to_run() {
     let link = link_dir.join("starter-link");
     fs::hard_link(install.starter(), &link).unwrap();
     assert_eq!(fs::metadata(install.starter()).unwrap().nlink(), 2);
-    refused(
-        &raw(&install, Some(user), &dir, &p, &[(10, "r", &image)], &[]),
-        "hard links",
-    );
+    refused(&raw(&install, Some(user), &dir, &p, &[(10, "r", &image)], &[]), "hard links");
     fs::remove_file(&link).unwrap();
     // A user's own copy is not setuid root.
     let copy = link_dir.join("starter-copy");
@@ -676,13 +483,7 @@ fn a_hard_linked_or_copied_starter_refuses_to_run() {
     let plan_file = dir.write("p.json", p.to_string(), 0o644);
     let out = run_as(
         user,
-        &argv![
-            RAW,
-            &copy,
-            &plan_file,
-            "--fd",
-            format!("10:r:{}", image.display())
-        ],
+        &argv![RAW, &copy, &plan_file, "--fd", format!("10:r:{}", image.display())],
         &RunOpts::new(),
     );
     refused(&out, "not installed setuid root");
@@ -704,11 +505,8 @@ fn limit_container_paths_compares_components_not_strings() {
     let outside = base.join("data2/img.sqfs");
     fs::copy(&img, &inside).unwrap();
     fs::copy(&img, &outside).unwrap();
-    let install = Install::with_config(&format!(
-        "limit container paths = {}\n",
-        base.join("data").display()
-    ))
-    .unwrap();
+    let install =
+        Install::with_config(&format!("limit container paths = {}\n", base.join("data").display())).unwrap();
     let work = TestDir::owned_by(user).unwrap();
     let size = fs::metadata(&img).unwrap().len();
     let p = plan(size, &["/bin/true"]);
@@ -730,16 +528,9 @@ fn an_upper_dir_that_is_a_symlink_or_owned_by_someone_else_is_refused() {
     }
     let make = |name: &str, script: &str| -> PathBuf {
         let path = dir.join(name);
-        run_as_root(
-            &argv!["mkfs.ext3", "-q", "-F", &path, "16M"],
-            &RunOpts::new(),
-        )
-        .assert_success();
-        run_as_root(
-            &argv!["debugfs", "-w", "-f", "-", &path],
-            &RunOpts::new().stdin(script),
-        )
-        .assert_success();
+        run_as_root(&argv!["mkfs.ext3", "-q", "-F", &path, "16M"], &RunOpts::new()).assert_success();
+        run_as_root(&argv!["debugfs", "-w", "-f", "-", &path], &RunOpts::new().stdin(script))
+            .assert_success();
         std::os::unix::fs::chown(&path, Some(user.uid), Some(user.gid)).unwrap();
         path
     };
@@ -748,25 +539,13 @@ fn an_upper_dir_that_is_a_symlink_or_owned_by_someone_else_is_refused() {
         "foreign.img",
         "mkdir upper\nmkdir work\nset_inode_field upper uid 4464\nset_inode_field work uid 4464\n",
     );
-    for (img, text) in [
-        (
-            &symlinked,
-            "is not a directory (symbolic links are refused)",
-        ),
-        (&foreign, "is owned by uid 4464"),
-    ] {
+    for (img, text) in
+        [(&symlinked, "is not a directory (symbolic links are refused)"), (&foreign, "is owned by uid 4464")]
+    {
         let len = fs::metadata(img).unwrap().len();
         let mut p = plan(size, &["/bin/sh", "-c", "echo x > /probe"]);
-        p["overlays"] =
-            json!([{"fd": 11, "kind": "ext3", "offset": 0, "size": len, "writable": true}]);
-        let out = raw(
-            install,
-            Some(user),
-            &dir,
-            &p,
-            &[(10, "r", &image), (11, "w", img)],
-            &[],
-        );
+        p["overlays"] = json!([{"fd": 11, "kind": "ext3", "offset": 0, "size": len, "writable": true}]);
+        let out = raw(install, Some(user), &dir, &p, &[(10, "r", &image), (11, "w", img)], &[]);
         refused(&out, text);
     }
 }
@@ -778,18 +557,9 @@ fn a_killed_starter_leaves_no_mount_or_loop_device() {
     };
     let before = HostSnapshot::take().watching([dir.path(), install.session_dir().as_path()]);
     for delay_ms in [0u64, 1, 3, 10, 50] {
-        let plan_file = dir.write(
-            &format!("k{delay_ms}.json"),
-            plan(size, &["/bin/sleep", "30"]).to_string(),
-            0o644,
-        );
-        let args = argv![
-            RAW,
-            install.starter(),
-            &plan_file,
-            "--fd",
-            format!("10:r:{}", image.display())
-        ];
+        let plan_file =
+            dir.write(&format!("k{delay_ms}.json"), plan(size, &["/bin/sleep", "30"]).to_string(), 0o644);
+        let args = argv![RAW, install.starter(), &plan_file, "--fd", format!("10:r:{}", image.display())];
         let running = strata_e2e::spawn_as(user, &args, &RunOpts::new());
         std::thread::sleep(std::time::Duration::from_millis(delay_ms));
         running.signal(libc::SIGKILL);

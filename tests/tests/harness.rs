@@ -8,8 +8,8 @@ use std::time::Duration;
 
 use strata_config::Policy;
 use strata_e2e::{
-    argv, assert_no_leak, busybox, run_as, run_as_root, spawn_as, HostSnapshot, Install, RunOpts,
-    TestDir, TestUser, RUNSCRIPT_OUTPUT, TEST_OUTPUT,
+    argv, assert_no_leak, busybox, run_as, run_as_root, spawn_as, HostSnapshot, Install, RunOpts, TestDir,
+    TestUser, RUNSCRIPT_OUTPUT, TEST_OUTPUT,
 };
 
 #[test]
@@ -24,30 +24,19 @@ fn shared_install_has_a_setuid_starter_and_the_shipped_config() {
     let starter = fs::metadata(install.starter()).unwrap();
     assert_eq!(starter.uid(), 0);
     assert_eq!(starter.gid(), 0);
-    assert_eq!(
-        starter.mode() & 0o7777,
-        0o4755,
-        "starter is not setuid root"
-    );
+    assert_eq!(starter.mode() & 0o7777, 0o4755, "starter is not setuid root");
     assert_eq!(starter.nlink(), 1);
     let strata = fs::metadata(install.strata()).unwrap();
     assert_eq!(strata.mode() & 0o777, 0o755);
     assert!(install.session_dir().is_dir());
 
     let shipped = strata_e2e::workspace_root().join("config/strata.conf");
-    assert_eq!(
-        fs::read_to_string(install.conf()).unwrap(),
-        fs::read_to_string(shipped).unwrap()
-    );
+    assert_eq!(fs::read_to_string(install.conf()).unwrap(), fs::read_to_string(shipped).unwrap());
     assert_eq!(Policy::load(&install.conf()).unwrap(), Policy::defaults());
     assert_eq!(fs::metadata(install.conf()).unwrap().uid(), 0);
 
     // Same install on every call.
-    assert_eq!(
-        Install::shared().unwrap().prefix(),
-        install.prefix(),
-        "one shared install per process"
-    );
+    assert_eq!(Install::shared().unwrap().prefix(), install.prefix(), "one shared install per process");
 }
 
 #[test]
@@ -61,18 +50,12 @@ fn with_config_makes_a_separate_install_removed_on_drop() {
     assert_eq!(fs::read_to_string(custom.conf()).unwrap(), text);
     let conf = fs::metadata(custom.conf()).unwrap();
     assert_eq!((conf.uid(), conf.mode() & 0o7777), (0, 0o644));
-    assert_eq!(
-        fs::metadata(custom.starter()).unwrap().mode() & 0o7777,
-        0o4755
-    );
+    assert_eq!(fs::metadata(custom.starter()).unwrap().mode() & 0o7777, 0o4755);
     // The shared install keeps the shipped config.
     assert!(Policy::load(&shared.conf()).unwrap().allow_setuid);
 
     custom.rewrite_config("mount dev = minimal\n");
-    assert_eq!(
-        fs::read_to_string(custom.conf()).unwrap(),
-        "mount dev = minimal\n"
-    );
+    assert_eq!(fs::read_to_string(custom.conf()).unwrap(), "mount dev = minimal\n");
     let refused = std::panic::catch_unwind(|| shared.rewrite_config(""));
     assert!(refused.is_err());
 
@@ -108,11 +91,7 @@ fn test_users_have_the_promised_ids() {
     for user in [ordinary, high] {
         let out = run_as(
             user,
-            &[
-                "sh",
-                "-c",
-                "id -u; id -g; id -G; id -un; cat /proc/self/status | grep -E '^(Uid|Gid|Groups)'",
-            ],
+            &["sh", "-c", "id -u; id -g; id -G; id -un; cat /proc/self/status | grep -E '^(Uid|Gid|Groups)'"],
             &RunOpts::new(),
         );
         out.assert_success();
@@ -140,15 +119,8 @@ fn run_as_passes_stdin_env_and_cwd() {
     let dir = TestDir::owned_by(user).unwrap();
     let out = run_as(
         user,
-        &[
-            "sh",
-            "-c",
-            "cat; echo \"$EXTRA\"; pwd; echo \"$HOME $USER $LANG\"",
-        ],
-        &RunOpts::new()
-            .stdin("from stdin\n")
-            .env("EXTRA", "extra value")
-            .cwd(dir.path()),
+        &["sh", "-c", "cat; echo \"$EXTRA\"; pwd; echo \"$HOME $USER $LANG\""],
+        &RunOpts::new().stdin("from stdin\n").env("EXTRA", "extra value").cwd(dir.path()),
     );
     out.assert_success();
     let lines: Vec<&str> = out.stdout.lines().collect();
@@ -158,17 +130,9 @@ fn run_as_passes_stdin_env_and_cwd() {
     assert_eq!(lines[3], format!("{} {} C", user.home.display(), user.name));
     // Nothing of the test process's environment leaks through.
     let out = run_as(user, &["env"], &RunOpts::new().env("EXTRA", "1"));
-    let mut names: Vec<&str> = out
-        .stdout
-        .lines()
-        .filter_map(|l| l.split('=').next())
-        .collect();
+    let mut names: Vec<&str> = out.stdout.lines().filter_map(|l| l.split('=').next()).collect();
     names.sort();
-    assert_eq!(
-        names,
-        ["EXTRA", "HOME", "LANG", "LOGNAME", "PATH", "USER"],
-        "{out}"
-    );
+    assert_eq!(names, ["EXTRA", "HOME", "LANG", "LOGNAME", "PATH", "USER"], "{out}");
 
     // Default cwd: the user's home.
     let out = run_as(user, &["pwd"], &RunOpts::new());
@@ -195,11 +159,7 @@ fn run_as_has_only_the_users_rights() {
     let own = TestDir::owned_by(user).unwrap();
     run_as(user, &["touch", "x"], &RunOpts::new().cwd(own.path())).assert_success();
     let meta = fs::metadata(own.join("x")).unwrap();
-    assert_eq!(
-        (meta.uid(), meta.gid()),
-        (user.uid, user.gid),
-        "no 16-bit truncation"
-    );
+    assert_eq!((meta.uid(), meta.gid()), (user.uid, user.gid), "no 16-bit truncation");
 }
 
 #[test]
@@ -207,15 +167,9 @@ fn exit_codes_signals_and_timeouts() {
     if strata_e2e::require_root().is_none() {
         return;
     }
-    let out = run_as_root(
-        &["sh", "-c", "echo out; echo err >&2; exit 3"],
-        &RunOpts::new(),
-    );
+    let out = run_as_root(&["sh", "-c", "echo out; echo err >&2; exit 3"], &RunOpts::new());
     out.assert_code(3);
-    assert_eq!(
-        (out.stdout.as_str(), out.stderr.as_str()),
-        ("out\n", "err\n")
-    );
+    assert_eq!((out.stdout.as_str(), out.stderr.as_str()), ("out\n", "err\n"));
     assert_eq!(out.user, "root");
 
     let out = run_as_root(&["sh", "-c", "kill -9 $$"], &RunOpts::new());
@@ -228,10 +182,7 @@ fn exit_codes_signals_and_timeouts() {
         &RunOpts::new().timeout(Duration::from_millis(500)),
     );
     assert!(out.timed_out, "{out}");
-    assert!(
-        start.elapsed() < Duration::from_secs(10),
-        "the process group was not killed"
-    );
+    assert!(start.elapsed() < Duration::from_secs(10), "the process group was not killed");
 
     let out = run_as_root(&["pwd"], &RunOpts::new());
     assert_eq!(out.stdout, "/\n");
@@ -244,11 +195,7 @@ fn spawned_commands_can_be_watched_signalled_and_waited_for() {
     };
     let mut running = spawn_as(
         user,
-        &[
-            "sh",
-            "-c",
-            "trap 'echo got TERM; exit 7' TERM; echo ready; while :; do sleep 0.1; done",
-        ],
+        &["sh", "-c", "trap 'echo got TERM; exit 7' TERM; echo ready; while :; do sleep 0.1; done"],
         &RunOpts::new(),
     );
     assert!(running.pid().is_some());
@@ -278,12 +225,7 @@ fn busybox_fixtures_run() {
         return;
     };
     let sandbox = &images.sandbox;
-    for file in [
-        "bin/busybox",
-        "bin/sh",
-        "etc/passwd",
-        ".singularity.d/labels.json",
-    ] {
+    for file in ["bin/busybox", "bin/sh", "etc/passwd", ".singularity.d/labels.json"] {
         assert!(sandbox.join(file).exists(), "{file} missing");
     }
     let run = |args: &[&str]| {
@@ -296,34 +238,17 @@ fn busybox_fixtures_run() {
         .assert_stdout_contains(&format!("{RUNSCRIPT_OUTPUT} a b"));
     run(&["/singularity"]).assert_stdout_contains(RUNSCRIPT_OUTPUT);
     run(&["/.singularity.d/actions/test"]).assert_stdout_contains(TEST_OUTPUT);
-    let out = run(&[
-        "/.singularity.d/actions/exec",
-        "sh",
-        "-c",
-        "echo $FIXTURE; ls /usr/bin | wc -l",
-    ]);
+    let out = run(&["/.singularity.d/actions/exec", "sh", "-c", "echo $FIXTURE; ls /usr/bin | wc -l"]);
     out.assert_success();
     assert!(out.stdout.starts_with("busybox\n"), "{out}");
 
-    let out = run_as_root(
-        &["unsquashfs", "-l", images.squashfs.to_str().unwrap()],
-        &RunOpts::new(),
-    );
+    let out = run_as_root(&["unsquashfs", "-l", images.squashfs.to_str().unwrap()], &RunOpts::new());
     out.assert_success()
         .assert_stdout_contains("squashfs-root/bin/busybox")
         .assert_stdout_contains("squashfs-root/.singularity.d/runscript");
-    run_as_root(
-        &["e2fsck", "-fn", images.ext3.to_str().unwrap()],
-        &RunOpts::new(),
-    )
-    .assert_success();
+    run_as_root(&["e2fsck", "-fn", images.ext3.to_str().unwrap()], &RunOpts::new()).assert_success();
     let out = run_as_root(
-        &[
-            "debugfs",
-            "-R",
-            "stat /.singularity.d/runscript",
-            images.ext3.to_str().unwrap(),
-        ],
+        &["debugfs", "-R", "stat /.singularity.d/runscript", images.ext3.to_str().unwrap()],
         &RunOpts::new(),
     );
     out.assert_success().assert_stdout_contains("Mode:  0755");
@@ -343,12 +268,7 @@ fn copies_for_a_user_are_theirs() {
     let tree = dir.copy_in(&images.sandbox, "sandbox");
     for path in [&image, &tree, &tree.join("bin/sh")] {
         let meta = fs::symlink_metadata(path).unwrap();
-        assert_eq!(
-            (meta.uid(), meta.gid()),
-            (user.uid, user.gid),
-            "{}",
-            path.display()
-        );
+        assert_eq!((meta.uid(), meta.gid()), (user.uid, user.gid), "{}", path.display());
     }
     let file = dir.write("note", "hello", 0o600);
     run_as(user, &["cat", file.to_str().unwrap()], &RunOpts::new())
@@ -372,15 +292,7 @@ fn leak_check_sees_a_loop_mount_and_its_removal() {
     assert_no_leak(&before);
 
     let mounted = run_as_root(
-        &[
-            "mount",
-            "-t",
-            "squashfs",
-            "-o",
-            "loop,ro",
-            image.to_str().unwrap(),
-            mnt.to_str().unwrap(),
-        ],
+        &["mount", "-t", "squashfs", "-o", "loop,ro", image.to_str().unwrap(), mnt.to_str().unwrap()],
         &RunOpts::new(),
     );
     if !mounted.success() {
@@ -389,14 +301,8 @@ fn leak_check_sees_a_loop_mount_and_its_removal() {
     }
     assert!(mnt.join("bin/busybox").exists());
     let leaked = std::panic::catch_unwind(|| assert_no_leak(&before));
-    let message = leaked
-        .expect_err("a mounted image must count as a leak")
-        .downcast::<String>()
-        .unwrap();
-    assert!(
-        message.contains(&format!("on {}", mnt.display())),
-        "{message}"
-    );
+    let message = leaked.expect_err("a mounted image must count as a leak").downcast::<String>().unwrap();
+    assert!(message.contains(&format!("on {}", mnt.display())), "{message}");
     assert!(message.contains("attached to"), "{message}");
     assert!(message.contains("img.sqfs"), "{message}");
 
@@ -415,12 +321,7 @@ fn dropping_a_test_dir_never_deletes_through_a_mount() {
     let mnt = dir.join("mnt");
     fs::create_dir(&mnt).unwrap();
     run_as_root(
-        &[
-            "mount",
-            "--bind",
-            victim.path().to_str().unwrap(),
-            mnt.to_str().unwrap(),
-        ],
+        &["mount", "--bind", victim.path().to_str().unwrap(), mnt.to_str().unwrap()],
         &RunOpts::new(),
     )
     .assert_success();
@@ -461,9 +362,7 @@ fn leftovers_of_dead_processes_are_swept() {
     assert!(!dir.exists());
     let passwd = fs::read_to_string("/etc/passwd").unwrap();
     assert!(!passwd.lines().any(|l| l.starts_with(&format!("{user}:"))));
-    assert!(passwd
-        .lines()
-        .any(|l| l.starts_with(&format!("{bystander}:"))));
+    assert!(passwd.lines().any(|l| l.starts_with(&format!("{bystander}:"))));
     let _ = Command::new("userdel").arg(&bystander).status();
 
     // Our own things are untouched.

@@ -15,8 +15,8 @@ use common::{
     wait_for_process, ARCH_AMD64,
 };
 use strata_e2e::{
-    argv, assert_no_leak, busybox, spawn_as, HostSnapshot, Install, Output, RunOpts, Running,
-    TestDir, TestUser,
+    argv, assert_no_leak, busybox, spawn_as, HostSnapshot, Install, Output, RunOpts, Running, TestDir,
+    TestUser,
 };
 
 /// How long a signalled container may take to go away.
@@ -26,14 +26,7 @@ const QUICKLY: Duration = Duration::from_secs(5);
 /// its loop devices).
 fn user_sif(install: &Install, user: &TestUser, dir: &TestDir) -> Option<PathBuf> {
     let images = busybox()?;
-    Some(make_sif(
-        install,
-        user,
-        dir,
-        &images.squashfs,
-        ARCH_AMD64,
-        "busybox.sif",
-    ))
+    Some(make_sif(install, user, dir, &images.squashfs, ARCH_AMD64, "busybox.sif"))
 }
 
 /// A test binary started in the background by a non-interactive shell inherits SIGINT and
@@ -47,8 +40,7 @@ fn default_signal_dispositions() {
             // signal found ignored is set back to the default action (no handler involved).
             unsafe {
                 let mut old: libc::sigaction = std::mem::zeroed();
-                if libc::sigaction(sig, std::ptr::null(), &mut old) == 0
-                    && old.sa_sigaction == libc::SIG_IGN
+                if libc::sigaction(sig, std::ptr::null(), &mut old) == 0 && old.sa_sigaction == libc::SIG_IGN
                 {
                     libc::signal(sig, libc::SIG_DFL);
                 }
@@ -77,13 +69,7 @@ fn spawn_exec_for(
 }
 
 /// [`spawn_exec_for`] with a minute to run.
-fn spawn_exec(
-    install: &Install,
-    user: &TestUser,
-    pid_ns: bool,
-    image: &Path,
-    args: &[&str],
-) -> Running {
+fn spawn_exec(install: &Install, user: &TestUser, pid_ns: bool, image: &Path, args: &[&str]) -> Running {
     spawn_exec_for(install, user, pid_ns, image, args, Duration::from_secs(60))
 }
 
@@ -113,10 +99,7 @@ fn signal_a_sleeping_container(
         sent.elapsed()
     );
     let left = wait_for_group_gone(pid, QUICKLY);
-    assert!(
-        left.is_empty(),
-        "processes left after the container ended: {left:?}\n{out}"
-    );
+    assert!(left.is_empty(), "processes left after the container ended: {left:?}\n{out}");
     out
 }
 
@@ -173,11 +156,7 @@ fn a_payload_that_traps_sigterm_receives_it() {
             user,
             pid_ns,
             &image,
-            &[
-                "sh",
-                "-c",
-                "trap 'echo got TERM; exit 7' TERM; echo ready; while :; do sleep 0.05; done",
-            ],
+            &["sh", "-c", "trap 'echo got TERM; exit 7' TERM; echo ready; while :; do sleep 0.05; done"],
         );
         let pid = running.pid().expect("strata did not start");
         assert!(
@@ -217,13 +196,9 @@ fn the_payload_gets_the_default_sigpipe_action() {
         )
         .wait();
         out.assert_success();
-        let ignored = u64::from_str_radix(out.stdout.trim(), 16)
-            .unwrap_or_else(|_| panic!("no SigIgn line:\n{out}"));
-        assert_eq!(
-            ignored & sigpipe_bit,
-            0,
-            "--pid {pid_ns}: SIGPIPE is ignored in the payload:\n{out}"
-        );
+        let ignored =
+            u64::from_str_radix(out.stdout.trim(), 16).unwrap_or_else(|_| panic!("no SigIgn line:\n{out}"));
+        assert_eq!(ignored & sigpipe_bit, 0, "--pid {pid_ns}: SIGPIPE is ignored in the payload:\n{out}");
         let out = spawn_exec_for(
             install,
             user,
@@ -316,15 +291,7 @@ fn kill_9_while_a_pid_namespace_container_starts_leaves_nothing() {
 /// 100 `strata exec` of one image by one user, all at once, as `srun` starts them.
 fn hundred_at_once(install: &Install, user: &TestUser, image: &Path) {
     let runs: Vec<Running> = (0..100)
-        .map(|i| {
-            spawn_exec(
-                install,
-                user,
-                false,
-                image,
-                &["echo", &format!("container {i}")],
-            )
-        })
+        .map(|i| spawn_exec(install, user, false, image, &["echo", &format!("container {i}")]))
         .collect();
     let failed: Vec<String> = runs
         .into_iter()
@@ -387,18 +354,11 @@ fn a_hundred_concurrent_execs_share_loop_devices_when_allowed() {
         holders.push(holder);
     }
     let lines = losetup_lines_for(&image);
-    assert_eq!(
-        lines.len(),
-        1,
-        "two containers, one shared device: {lines:?}"
-    );
+    assert_eq!(lines.len(), 1, "two containers, one shared device: {lines:?}");
 
     let start = Instant::now();
     hundred_at_once(&install, user, &image);
-    eprintln!(
-        "100 concurrent containers, shared loop devices: {:?}",
-        start.elapsed()
-    );
+    eprintln!("100 concurrent containers, shared loop devices: {:?}", start.elapsed());
     drop(holders);
     assert_no_leak(&before);
     assert_no_loop_device_for(&image);
@@ -408,53 +368,28 @@ fn a_hundred_concurrent_execs_share_loop_devices_when_allowed() {
 /// image mounted; once it has stopped, the change goes through.
 #[test]
 fn a_sif_in_use_by_a_container_cannot_be_changed() {
-    let (Some(install), Some(user), Some(images)) =
-        (Install::shared(), TestUser::ordinary(), busybox())
+    let (Some(install), Some(user), Some(images)) = (Install::shared(), TestUser::ordinary(), busybox())
     else {
         return;
     };
     let dir = TestDir::owned_by(user).unwrap();
-    let sif = common::make_sif(
-        install,
-        user,
-        &dir,
-        &images.squashfs,
-        common::ARCH_AMD64,
-        "used.sif",
-    );
+    let sif = common::make_sif(install, user, &dir, &images.squashfs, common::ARCH_AMD64, "used.sif");
     let def = dir.write("def", "bootstrap: scratch\n", 0o644);
     install
-        .strata_as(
-            user,
-            &argv!["sif", "add", "--datatype", "1", &sif, &def],
-            &RunOpts::new(),
-        )
+        .strata_as(user, &argv!["sif", "add", "--datatype", "1", &sif, &def], &RunOpts::new())
         .assert_success();
     let before = fs::read(&sif).unwrap();
     let mut running = spawn_as(
         user,
-        &argv![
-            install.strata(),
-            "exec",
-            &sif,
-            "sh",
-            "-c",
-            "echo ready; sleep 30"
-        ],
+        &argv![install.strata(), "exec", &sif, "sh", "-c", "echo ready; sleep 30"],
         &RunOpts::new(),
     );
     assert!(running.wait_for_stdout("ready", Duration::from_secs(10)));
     let out = install.strata_as(user, &argv!["sif", "del", "2", &sif], &RunOpts::new());
-    out.assert_code(255).assert_stderr_contains(
-        "is in use by a running container; stop it before changing the image",
-    );
-    assert!(
-        fs::read(&sif).unwrap() == before,
-        "the image changed while in use"
-    );
+    out.assert_code(255)
+        .assert_stderr_contains("is in use by a running container; stop it before changing the image");
+    assert!(fs::read(&sif).unwrap() == before, "the image changed while in use");
     running.signal(libc::SIGKILL);
     let _ = running.wait();
-    install
-        .strata_as(user, &argv!["sif", "del", "2", &sif], &RunOpts::new())
-        .assert_success();
+    install.strata_as(user, &argv!["sif", "del", "2", &sif], &RunOpts::new()).assert_success();
 }

@@ -14,12 +14,10 @@ use std::thread;
 use std::time::{Duration, Instant};
 
 use overlay_support::{
-    debugfs_stat, ext3_owner_mode, loops_into, marker_squashfs, plain_ext3, test_sif, Who,
-    DIR_REFUSED,
+    debugfs_stat, ext3_owner_mode, loops_into, marker_squashfs, plain_ext3, test_sif, Who, DIR_REFUSED,
 };
 use strata_e2e::{
-    argv, assert_no_leak, busybox, HostSnapshot, Install, RunOpts, TestUser, RUNSCRIPT_OUTPUT,
-    TEST_OUTPUT,
+    argv, assert_no_leak, busybox, HostSnapshot, Install, RunOpts, TestUser, RUNSCRIPT_OUTPUT, TEST_OUTPUT,
 };
 
 const MIB: u64 = 1024 * 1024;
@@ -49,9 +47,8 @@ fn documentation_walkthrough_works_word_for_word() {
     let cwd = dir.path();
     let before = HostSnapshot::take().watching([dir.path()]);
     // The page's `ubuntu.sif`: Apptainer's busybox image when the shared test data has it.
-    let reference = strata_e2e::shared_testdata()
-        .map(|d| d.join("apptainer/busybox_amd64.sif"))
-        .filter(|p| p.is_file());
+    let reference =
+        strata_e2e::shared_testdata().map(|d| d.join("apptainer/busybox_amd64.sif")).filter(|p| p.is_file());
     let image = match reference {
         Some(sif) => dir.copy_in(&sif, "busybox.sif"),
         None => {
@@ -68,40 +65,19 @@ fn documentation_walkthrough_works_word_for_word() {
     };
 
     // "Create an overlay image manually": dd + plain mkfs.ext3 (no upper/ or work/ in it).
-    who.sh(
-        cwd,
-        "dd if=/dev/zero of=overlay.img bs=1M count=500 && mkfs.ext3 overlay.img",
-    )
-    .assert_success();
+    who.sh(cwd, "dd if=/dev/zero of=overlay.img bs=1M count=500 && mkfs.ext3 overlay.img").assert_success();
     let overlay = dir.join("overlay.img");
     assert_eq!(fs::metadata(&overlay).unwrap().len(), 500 * MIB);
 
     // $ strata shell --overlay overlay.img ubuntu.sif
     // > echo Hello > /hello
-    shell(
-        who,
-        cwd,
-        &["--overlay", "overlay.img"],
-        &image,
-        "echo Hello > /hello\n",
-    )
-    .assert_success();
-    let out = shell(
-        who,
-        cwd,
-        &["--overlay", "overlay.img"],
-        &image,
-        "cat /hello\n",
-    );
+    shell(who, cwd, &["--overlay", "overlay.img"], &image, "echo Hello > /hello\n").assert_success();
+    let out = shell(who, cwd, &["--overlay", "overlay.img"], &image, "cat /hello\n");
     out.assert_success();
     assert_eq!(out.stdout, "Hello\n", "{out}");
     // The starter made upper/ and work/ for the user in the plain image.
     for d in ["/upper", "/work"] {
-        assert_eq!(
-            ext3_owner_mode(&overlay, d),
-            (user.uid, user.gid, 0o755),
-            "{d} in overlay.img"
-        );
+        assert_eq!(ext3_owner_mode(&overlay, d), (user.uid, user.gid, 0o755), "{d} in overlay.img");
     }
     // Without the overlay the change is gone.
     shell(who, cwd, &[], &image, "cat /hello\n")
@@ -117,21 +93,8 @@ fn documentation_walkthrough_works_word_for_word() {
          dd if=/dev/zero of=overlay.img bs=1M count=500 && mkfs.ext3 -d overlay overlay.img",
     )
     .assert_success();
-    shell(
-        who,
-        &manual,
-        &["--overlay", "overlay.img"],
-        &image,
-        "echo Manual > /manual\n",
-    )
-    .assert_success();
-    let out = shell(
-        who,
-        &manual,
-        &["--overlay", "overlay.img"],
-        &image,
-        "cat /manual\n",
-    );
+    shell(who, &manual, &["--overlay", "overlay.img"], &image, "echo Manual > /manual\n").assert_success();
+    let out = shell(who, &manual, &["--overlay", "overlay.img"], &image, "cat /manual\n");
     out.assert_success();
     assert_eq!(out.stdout, "Manual\n", "{out}");
 
@@ -140,9 +103,7 @@ fn documentation_walkthrough_works_word_for_word() {
     // $ sudo strata shell --overlay my_overlay/ ubuntu.sif
     // > mkdir /data; apt-get install ... (a new program in /usr/bin)
     let rootdir = Who::Root.dir();
-    Who::Root
-        .sh(rootdir.path(), "mkdir my_overlay")
-        .assert_success();
+    Who::Root.sh(rootdir.path(), "mkdir my_overlay").assert_success();
     shell(
         Who::Root,
         rootdir.path(),
@@ -161,19 +122,11 @@ fn documentation_walkthrough_works_word_for_word() {
     out.assert_success();
     assert!(out.stdout.starts_with('d'), "{out}");
     assert!(out.stdout.ends_with("newtool works\n"), "{out}");
-    assert!(rootdir
-        .join("my_overlay/upper/usr/bin/busybox-newtool")
-        .is_file());
+    assert!(rootdir.join("my_overlay/upper/usr/bin/busybox-newtool").is_file());
     // And without the overlay the changes are gone.
-    shell(
-        Who::Root,
-        rootdir.path(),
-        &[],
-        &image,
-        "busybox-newtool echo x\n",
-    )
-    .assert_code(127)
-    .assert_stderr_contains("busybox-newtool: not found");
+    shell(Who::Root, rootdir.path(), &[], &image, "busybox-newtool echo x\n")
+        .assert_code(127)
+        .assert_stderr_contains("busybox-newtool: not found");
     // "Readonly overlay": $ strata shell --overlay my_overlay:ro ubuntu.sif
     let out = shell(
         Who::Root,
@@ -182,28 +135,16 @@ fn documentation_walkthrough_works_word_for_word() {
         &image,
         "which busybox-newtool\ntouch /usr/bin/myfile\n",
     );
-    out.assert_code(1)
-        .assert_stderr_contains("touch: /usr/bin/myfile: Read-only file system");
+    out.assert_code(1).assert_stderr_contains("touch: /usr/bin/myfile: Read-only file system");
     assert_eq!(out.stdout, "/usr/bin/busybox-newtool\n", "{out}");
     // The same directory is refused for a user.
-    who.strata(
-        install,
-        cwd,
-        &argv![
-            "exec",
-            "--overlay",
-            rootdir.join("my_overlay/"),
-            &image,
-            "true"
-        ],
-    )
-    .assert_code(255)
-    .assert_stderr_contains(DIR_REFUSED);
+    who.strata(install, cwd, &argv!["exec", "--overlay", rootdir.join("my_overlay/"), &image, "true"])
+        .assert_code(255)
+        .assert_stderr_contains(DIR_REFUSED);
 
     // "Embed an overlay image in SIF".
     // $ strata sif add --datatype 4 --partfs 2 --parttype 4 --partarch 2 --groupid 1 image.sif overlay.img
-    who.run(cwd, &argv!["cp", &image, "image.sif"])
-        .assert_success();
+    who.run(cwd, &argv!["cp", &image, "image.sif"]).assert_success();
     who.strata(
         install,
         cwd,
@@ -238,24 +179,11 @@ fn documentation_walkthrough_works_word_for_word() {
     );
     // $ strata shell --writable image.sif
     let sif = dir.join("image.sif");
-    let out = shell(
-        who,
-        cwd,
-        &["--writable"],
-        &sif,
-        "echo persisted > /persisted\ncat /hello\n",
-    );
+    let out = shell(who, cwd, &["--writable"], &sif, "echo persisted > /persisted\ncat /hello\n");
     out.assert_success();
-    assert_eq!(
-        out.stdout, "Hello\n",
-        "the embedded copy keeps overlay.img's files:\n{out}"
-    );
+    assert_eq!(out.stdout, "Hello\n", "the embedded copy keeps overlay.img's files:\n{out}");
     // Read-only by default, with the change kept.
-    let out = who.strata(
-        install,
-        cwd,
-        &argv!["exec", &sif, "cat", "/persisted", "/hello"],
-    );
+    let out = who.strata(install, cwd, &argv!["exec", &sif, "cat", "/persisted", "/hello"]);
     out.assert_success();
     assert_eq!(out.stdout, "persisted\nHello\n", "{out}");
     who.strata(install, cwd, &argv!["exec", &sif, "touch", "/nope"])
@@ -264,24 +192,13 @@ fn documentation_walkthrough_works_word_for_word() {
 
     // "Final note": resize the 500MB image to 700MB (e2fsck wants a terminal: script gives one).
     // $ e2fsck -f overlay.img && resize2fs overlay.img 700M
-    who.sh(
-        cwd,
-        "script -qec 'e2fsck -f overlay.img && resize2fs overlay.img 700M' /dev/null",
-    )
-    .assert_success();
+    who.sh(cwd, "script -qec 'e2fsck -f overlay.img && resize2fs overlay.img 700M' /dev/null")
+        .assert_success();
     assert_eq!(fs::metadata(&overlay).unwrap().len(), 700 * MIB);
     let out = who.strata(
         install,
         cwd,
-        &argv![
-            "exec",
-            "--overlay",
-            "overlay.img",
-            &image,
-            "sh",
-            "-c",
-            "cat /hello && df -k / | tail -n 1"
-        ],
+        &argv!["exec", "--overlay", "overlay.img", &image, "sh", "-c", "cat /hello && df -k / | tail -n 1"],
     );
     out.assert_success();
     let mut lines = out.stdout.lines();
@@ -291,10 +208,7 @@ fn documentation_walkthrough_works_word_for_word() {
         .and_then(|l| l.split_whitespace().nth(1))
         .and_then(|n| n.parse().ok())
         .unwrap_or_else(|| panic!("no df line:\n{out}"));
-    assert!(
-        (600_000..720_000).contains(&total_kib),
-        "/ should be about 700M after the resize:\n{out}"
-    );
+    assert!((600_000..720_000).contains(&total_kib), "/ should be about 700M after the resize:\n{out}");
     assert_no_leak(&before);
 }
 
@@ -339,12 +253,7 @@ fn persistent_overlay_matrix(who: Who) {
     let sq = marker_squashfs(who, &dir, "squashfs.img");
     let embedded = dir.join("embedded.sif");
     who.run(cwd, &argv!["cp", &sif, &embedded]).assert_success();
-    who.strata(
-        install,
-        cwd,
-        &argv!["overlay", "create", "--size", "64", &embedded],
-    )
-    .assert_success();
+    who.strata(install, cwd, &argv!["overlay", "create", "--size", "64", &embedded]).assert_success();
 
     let root = who.is_root();
     let ok = || (0, None);
@@ -357,22 +266,17 @@ fn persistent_overlay_matrix(who: Who) {
             (255, Some(DIR_REFUSED.to_string()))
         }
     };
-    let row =
-        |id, case, args: Vec<std::ffi::OsString>, (code, stderr): (i32, Option<String>)| Row {
-            id,
-            case,
-            args,
-            code,
-            stderr,
-        };
+    let row = |id, case, args: Vec<std::ffi::OsString>, (code, stderr): (i32, Option<String>)| Row {
+        id,
+        case,
+        args,
+        code,
+        stderr,
+    };
     let o = "--overlay";
     let sq_ro = format!("{}:ro", sq.display());
     let odir_ro = format!("{}:ro", odir.display());
-    let delete_target = if root {
-        "/etc/hostname"
-    } else {
-        "/scratch/hostname"
-    };
+    let delete_target = if root { "/etc/hostname" } else { "/scratch/hostname" };
     let rows = vec![
         row("1", "overlay_create", argv![o, &odir, &sif, "touch", "/dir_overlay"], dir_row(ok())),
         row("2", "overlay_ext3_create", argv![o, &ext3, &sif, "touch", "/ext3_overlay"], ok()),
@@ -541,9 +445,7 @@ fn persistent_overlay_matrix(who: Who) {
         let good = out.code == r.code
             && out.signal.is_none()
             && !out.timed_out
-            && r.stderr
-                .as_ref()
-                .is_none_or(|t| out.stderr.contains(t.as_str()));
+            && r.stderr.as_ref().is_none_or(|t| out.stderr.contains(t.as_str()));
         if !good {
             failures.push(format!(
                 "row {} ({}): expected exit {} and stderr {:?}:\n{out}",
@@ -566,20 +468,14 @@ fn persistent_overlay_matrix(who: Who) {
         whiteout.contains("Type: character special"),
         "no whiteout for {delete_target} in ext3.img:\n{whiteout}"
     );
-    assert!(
-        whiteout.contains("Device major/minor number: 00:00"),
-        "{whiteout}"
-    );
+    assert!(whiteout.contains("Device major/minor number: 00:00"), "{whiteout}");
     if root {
         let meta = fs::symlink_metadata(odir.join("upper/etc/hostname")).unwrap();
         assert!(meta.file_type().is_char_device() && meta.rdev() == 0);
     }
     // The user owns what the starter created, the high uid in full.
     if !root {
-        assert_eq!(
-            ext3_owner_mode(&ext3, "/upper"),
-            (who.uid(), who.gid(), 0o755)
-        );
+        assert_eq!(ext3_owner_mode(&ext3, "/upper"), (who.uid(), who.gid(), 0o755));
     }
     assert_no_leak(&before);
 }
@@ -623,26 +519,13 @@ fn plain_mkfs_image_gets_upper_and_work_owned_by_the_user() {
         let out = who.strata(
             install,
             dir.path(),
-            &argv![
-                "exec",
-                "-o",
-                &img,
-                &sif,
-                "sh",
-                "-c",
-                "echo x > /made && stat -c '%u:%g' / /made"
-            ],
+            &argv!["exec", "-o", &img, &sif, "sh", "-c", "echo x > /made && stat -c '%u:%g' / /made"],
         );
         out.assert_success();
         let ids = format!("{}:{}", who.uid(), who.gid());
         assert_eq!(out.stdout, format!("{ids}\n{ids}\n"), "{out}");
         for d in ["/upper", "/work"] {
-            assert_eq!(
-                ext3_owner_mode(&img, d),
-                (who.uid(), who.gid(), 0o755),
-                "{d} for {}",
-                who.name()
-            );
+            assert_eq!(ext3_owner_mode(&img, d), (who.uid(), who.gid(), 0o755), "{d} for {}", who.name());
         }
     }
 }
@@ -678,10 +561,7 @@ fn mount_points_stay_out_of_the_users_overlay() {
             ],
         )
         .assert_success();
-        let out = strata_e2e::run_as_root(
-            &argv!["debugfs", "-R", "ls -p /upper", &img],
-            &RunOpts::new(),
-        );
+        let out = strata_e2e::run_as_root(&argv!["debugfs", "-R", "ls -p /upper", &img], &RunOpts::new());
         out.assert_success();
         let names: Vec<&str> = out
             .stdout
@@ -724,14 +604,7 @@ fn an_upper_dir_owned_by_someone_else_is_refused_but_usable_read_only() {
         let out = who.strata(
             install,
             dir.path(),
-            &argv![
-                "exec",
-                "-o",
-                format!("{}:ro", img.display()),
-                &sif,
-                "cat",
-                "/rootfile"
-            ],
+            &argv!["exec", "-o", format!("{}:ro", img.display()), &sif, "cat", "/rootfile"],
         );
         out.assert_success();
         assert_eq!(out.stdout, "from-root\n");
@@ -748,11 +621,8 @@ fn an_ext4_image_is_refused_as_an_overlay() {
     let Some(sif) = own_sif(install, &dir) else {
         return;
     };
-    who.sh(
-        dir.path(),
-        "dd if=/dev/zero of=ext4.img bs=1M count=64 status=none && mkfs.ext4 -q -F ext4.img",
-    )
-    .assert_success();
+    who.sh(dir.path(), "dd if=/dev/zero of=ext4.img bs=1M count=64 status=none && mkfs.ext4 -q -F ext4.img")
+        .assert_success();
     for arg in ["ext4.img", "ext4.img:ro"] {
         who.strata(install, dir.path(), &argv!["exec", "-o", arg, &sif, "true"])
             .assert_code(255)
@@ -777,29 +647,17 @@ fn someone_elses_image_is_used_read_only_with_a_warning() {
     };
     let img = plain_ext3(owner, &dir, "shared.img", 64);
     owner
-        .strata(
-            install,
-            dir.path(),
-            &argv!["exec", "-o", &img, &sif, "sh", "-c", "echo mine > /mine"],
-        )
+        .strata(install, dir.path(), &argv!["exec", "-o", &img, &sif, "sh", "-c", "echo mine > /mine"])
         .assert_success();
     assert_eq!(fs::metadata(&img).unwrap().mode() & 0o777, 0o644);
-    let out = other.strata(
-        install,
-        dir.path(),
-        &argv!["exec", "-o", &img, &sif, "cat", "/mine"],
-    );
+    let out = other.strata(install, dir.path(), &argv!["exec", "-o", &img, &sif, "cat", "/mine"]);
     out.assert_success().assert_stderr_contains(&format!(
         "WARNING: Overlay image {} is not writable, proceeding with read-only",
         img.display()
     ));
     assert_eq!(out.stdout, "mine\n");
     other
-        .strata(
-            install,
-            dir.path(),
-            &argv!["exec", "-o", &img, &sif, "touch", "/theirs"],
-        )
+        .strata(install, dir.path(), &argv!["exec", "-o", &img, &sif, "touch", "/theirs"])
         .assert_code(1)
         .assert_stderr_contains("Read-only file system");
 }
@@ -824,23 +682,10 @@ fn later_overlays_sit_higher_in_the_stack() {
          mksquashfs $n $n.sqfs -noappend -all-root -quiet -no-progress || exit 1; done",
     )
     .assert_success();
-    who.run(cwd, &["cp", "img.sif", "embedded.sif"])
+    who.run(cwd, &["cp", "img.sif", "embedded.sif"]).assert_success();
+    who.strata(install, cwd, &["overlay", "create", "embedded.sif"]).assert_success();
+    who.strata(install, cwd, &["exec", "-w", "embedded.sif", "sh", "-c", "echo embedded > /layer"])
         .assert_success();
-    who.strata(install, cwd, &["overlay", "create", "embedded.sif"])
-        .assert_success();
-    who.strata(
-        install,
-        cwd,
-        &[
-            "exec",
-            "-w",
-            "embedded.sif",
-            "sh",
-            "-c",
-            "echo embedded > /layer",
-        ],
-    )
-    .assert_success();
 
     let layer = |flags: &[&str], image: &str, env: Option<&str>| {
         let mut args = argv!["exec"];
@@ -854,22 +699,10 @@ fn later_overlays_sit_higher_in_the_stack() {
         out.assert_success();
         out.stdout.trim().to_string()
     };
-    assert_eq!(
-        layer(&["-o", "one.sqfs:ro", "-o", "two.sqfs:ro"], "img.sif", None),
-        "two"
-    );
-    assert_eq!(
-        layer(&["-o", "two.sqfs:ro", "-o", "one.sqfs:ro"], "img.sif", None),
-        "one"
-    );
-    assert_eq!(
-        layer(&["--overlay", "one.sqfs:ro,two.sqfs:ro"], "img.sif", None),
-        "two"
-    );
-    assert_eq!(
-        layer(&[], "img.sif", Some("two.sqfs:ro,one.sqfs:ro")),
-        "one"
-    );
+    assert_eq!(layer(&["-o", "one.sqfs:ro", "-o", "two.sqfs:ro"], "img.sif", None), "two");
+    assert_eq!(layer(&["-o", "two.sqfs:ro", "-o", "one.sqfs:ro"], "img.sif", None), "one");
+    assert_eq!(layer(&["--overlay", "one.sqfs:ro,two.sqfs:ro"], "img.sif", None), "two");
+    assert_eq!(layer(&[], "img.sif", Some("two.sqfs:ro,one.sqfs:ro")), "one");
     assert_eq!(layer(&[], "embedded.sif", None), "embedded");
     assert_eq!(layer(&["-o", "one.sqfs:ro"], "embedded.sif", None), "one");
 }
@@ -889,12 +722,7 @@ fn an_overlay_partition_outside_the_primary_group_is_not_used() {
         return;
     };
     let img = plain_ext3(who, &dir, "overlay.img", 64);
-    who.strata(
-        install,
-        cwd,
-        &argv!["exec", "-o", &img, &sif, "touch", "/made"],
-    )
-    .assert_success();
+    who.strata(install, cwd, &argv!["exec", "-o", &img, &sif, "touch", "/made"]).assert_success();
     who.strata(
         install,
         cwd,
@@ -920,8 +748,7 @@ fn an_overlay_partition_outside_the_primary_group_is_not_used() {
             "FATAL:   no SIF writable overlay partition found in {}",
             sif.display()
         ));
-    who.strata(install, cwd, &argv!["exec", &sif, "test", "-e", "/made"])
-        .assert_code(1);
+    who.strata(install, cwd, &argv!["exec", &sif, "test", "-e", "/made"]).assert_code(1);
 }
 
 /// A SIF given to `--overlay` contributes its overlay partitions (writable unless `:ro`, like an
@@ -937,23 +764,10 @@ fn a_sif_given_to_overlay_contributes_its_overlay_partition() {
         let Some(sif) = own_sif(install, &dir) else {
             return;
         };
-        who.run(cwd, &["cp", "img.sif", "layers.sif"])
+        who.run(cwd, &["cp", "img.sif", "layers.sif"]).assert_success();
+        who.strata(install, cwd, &["overlay", "create", "layers.sif"]).assert_success();
+        who.strata(install, cwd, &["exec", "-w", "layers.sif", "sh", "-c", "echo from-sif > /from_sif"])
             .assert_success();
-        who.strata(install, cwd, &["overlay", "create", "layers.sif"])
-            .assert_success();
-        who.strata(
-            install,
-            cwd,
-            &[
-                "exec",
-                "-w",
-                "layers.sif",
-                "sh",
-                "-c",
-                "echo from-sif > /from_sif",
-            ],
-        )
-        .assert_success();
         let exec = |args: &[&str]| {
             let mut full = vec!["exec"];
             full.extend_from_slice(args);
@@ -967,12 +781,10 @@ fn a_sif_given_to_overlay_contributes_its_overlay_partition() {
         exec(&["-o", "layers.sif:ro", "img.sif", "touch", "/nope"])
             .assert_code(1)
             .assert_stderr_contains("Read-only file system");
-        exec(&["-o", "img.sif", "img.sif", "true"])
-            .assert_code(255)
-            .assert_stderr_contains(&format!(
-                "FATAL:   while loading overlay images: {} has no overlay partition to use",
-                sif.display()
-            ));
+        exec(&["-o", "img.sif", "img.sif", "true"]).assert_code(255).assert_stderr_contains(&format!(
+            "FATAL:   while loading overlay images: {} has no overlay partition to use",
+            sif.display()
+        ));
     }
 }
 
@@ -1049,17 +861,13 @@ fn overlays_the_user_cannot_open_are_refused() {
         let Some(sif) = own_sif(install, &dir) else {
             return;
         };
-        who.strata(
-            install,
-            cwd,
-            &argv!["exec", "-o", "missing.img", &sif, "true"],
-        )
-        .assert_code(255)
-        .assert_stderr_contains(&format!(
-            "FATAL:   while loading overlay images: failed to open overlay image missing.img: \
+        who.strata(install, cwd, &argv!["exec", "-o", "missing.img", &sif, "true"])
+            .assert_code(255)
+            .assert_stderr_contains(&format!(
+                "FATAL:   while loading overlay images: failed to open overlay image missing.img: \
                  failed to retrieve path for missing.img: lstat {}: no such file or directory",
-            dir.join("missing.img").display()
-        ));
+                dir.join("missing.img").display()
+            ));
         // Root's private image in the user's directory.
         let secret = plain_ext3(Who::Root, &dir, "secret.img", 64);
         fs::set_permissions(&secret, std::os::unix::fs::PermissionsExt::from_mode(0o600)).unwrap();
@@ -1096,45 +904,20 @@ fn overlay_argument_forms() {
          mksquashfs $n $n.sqfs -noappend -all-root -quiet -no-progress || exit 1; done",
     )
     .assert_success();
-    who.strata(
-        install,
-        cwd,
-        &["exec", "-o", "overlay.img:rw", "img.sif", "touch", "/rw"],
-    )
-    .assert_success();
-    who.strata(
-        install,
-        cwd,
-        &[
-            "exec",
-            "-o",
-            "overlay.img:ro",
-            "img.sif",
-            "test",
-            "-f",
-            "/rw",
-        ],
-    )
-    .assert_success();
-    who.strata(
-        install,
-        cwd,
-        &["exec", "-o", "overlay.img:bogus", "img.sif", "true"],
-    )
-    .assert_code(255)
-    .assert_stderr_contains(
-        "FATAL:   overlay option \"overlay.img:bogus\": only 'ro' is allowed after the path",
-    );
+    who.strata(install, cwd, &["exec", "-o", "overlay.img:rw", "img.sif", "touch", "/rw"]).assert_success();
+    who.strata(install, cwd, &["exec", "-o", "overlay.img:ro", "img.sif", "test", "-f", "/rw"])
+        .assert_success();
+    who.strata(install, cwd, &["exec", "-o", "overlay.img:bogus", "img.sif", "true"])
+        .assert_code(255)
+        .assert_stderr_contains(
+            "FATAL:   overlay option \"overlay.img:bogus\": only 'ro' is allowed after the path",
+        );
     for var in ["STRATA_OVERLAY", "APPTAINER_OVERLAY", "SINGULARITY_OVERLAY"] {
         let opts = RunOpts::new().cwd(cwd).env(var, "one.sqfs:ro");
         let out = who.strata_with(install, &["exec", "img.sif", "cat", "/layer"], &opts);
         out.assert_success();
         assert_eq!(out.stdout, "one\n", "{var}");
-        let out = who.strata_with(
-            install,
-            &["exec", "-o", "two.sqfs:ro", "img.sif", "cat", "/layer"],
-            &opts,
-        );
+        let out = who.strata_with(install, &["exec", "-o", "two.sqfs:ro", "img.sif", "cat", "/layer"], &opts);
         out.assert_success();
         assert_eq!(out.stdout, "two\n", "{var} sits below -o");
     }
@@ -1182,13 +965,8 @@ EOF",
                      /busybox-suid cat /devnull"
                 ],
             );
-            assert_eq!(
-                out.stdout,
-                format!("-rwsr-xr-x\ncrw-rw-rw-\n{}\n", who.uid()),
-                "{arg}:\n{out}"
-            );
-            out.assert_code(1)
-                .assert_stderr_contains("cat: can't open '/devnull': Permission denied");
+            assert_eq!(out.stdout, format!("-rwsr-xr-x\ncrw-rw-rw-\n{}\n", who.uid()), "{arg}:\n{out}");
+            out.assert_code(1).assert_stderr_contains("cat: can't open '/devnull': Permission denied");
         }
     }
 }
@@ -1216,11 +994,7 @@ fn overlays_work_with_every_action() {
             &RunOpts::new().cwd(cwd).stdin("echo marked > /marker\n"),
         );
         out.assert_success();
-        let out = who.strata(
-            install,
-            cwd,
-            &["run", "-o", "overlay.img", "img.sif", "arg"],
-        );
+        let out = who.strata(install, cwd, &["run", "-o", "overlay.img", "img.sif", "arg"]);
         out.assert_success();
         assert_eq!(out.stdout, format!("{RUNSCRIPT_OUTPUT} arg\n"));
         let out = who.strata(install, cwd, &["test", "-o", "overlay.img:ro", "img.sif"]);
@@ -1288,37 +1062,20 @@ fn a_second_writer_is_refused_while_the_first_runs() {
         let mut first = who.spawn_strata(
             install,
             cwd,
-            &argv![
-                "exec",
-                "-o",
-                &img,
-                &sif,
-                "sh",
-                "-c",
-                "echo ready; sleep 3; echo done"
-            ],
+            &argv!["exec", "-o", &img, &sif, "sh", "-c", "echo ready; sleep 3; echo done"],
         );
-        assert!(
-            first.wait_for_stdout("ready", READY),
-            "{}",
-            first.stdout_so_far()
-        );
+        assert!(first.wait_for_stdout("ready", READY), "{}", first.stdout_so_far());
         who.strata(install, cwd, &argv!["exec", "-o", &img, &sif, "true"])
             .assert_code(255)
             .assert_stderr_contains(&in_use_by_a_writer(&img));
-        who.strata(
-            install,
-            cwd,
-            &argv!["exec", "-o", format!("{}:ro", img.display()), &sif, "true"],
-        )
-        .assert_code(255)
-        .assert_stderr_contains(&in_use_by_a_writer(&img));
+        who.strata(install, cwd, &argv!["exec", "-o", format!("{}:ro", img.display()), &sif, "true"])
+            .assert_code(255)
+            .assert_stderr_contains(&in_use_by_a_writer(&img));
         // Once the first has exited by itself, a new writer gets the image at once.
         let out = first.wait();
         out.assert_success();
         assert_eq!(out.stdout, "ready\ndone\n");
-        who.strata(install, cwd, &argv!["exec", "-o", &img, &sif, "true"])
-            .assert_success();
+        who.strata(install, cwd, &argv!["exec", "-o", &img, &sif, "true"]).assert_success();
         assert_no_leak(&before);
     }
 }
@@ -1339,11 +1096,7 @@ fn read_only_users_share_an_image_and_keep_writers_out() {
     };
     let img = plain_ext3(owner, &dir, "overlay.img", 64);
     owner
-        .strata(
-            install,
-            cwd,
-            &argv!["exec", "-o", &img, &sif, "sh", "-c", "echo shared > /data"],
-        )
+        .strata(install, cwd, &argv!["exec", "-o", &img, &sif, "sh", "-c", "echo shared > /data"])
         .assert_success();
     let ro = format!("{}:ro", img.display());
     // Three readers at once, one of them another user.
@@ -1353,15 +1106,7 @@ fn read_only_users_share_an_image_and_keep_writers_out() {
             who.spawn_strata(
                 install,
                 cwd,
-                &argv![
-                    "exec",
-                    "-o",
-                    &ro,
-                    &sif,
-                    "sh",
-                    "-c",
-                    "cat /data; echo ready; sleep 60"
-                ],
+                &argv!["exec", "-o", &ro, &sif, "sh", "-c", "cat /data; echo ready; sleep 60"],
             )
         })
         .collect();
@@ -1370,11 +1115,7 @@ fn read_only_users_share_an_image_and_keep_writers_out() {
         assert!(r.stdout_so_far().starts_with("shared\n"));
     }
     // One more reader is fine; a writer is not.
-    let out = owner.strata(
-        install,
-        cwd,
-        &argv!["exec", "-o", &ro, &sif, "cat", "/data"],
-    );
+    let out = owner.strata(install, cwd, &argv!["exec", "-o", &ro, &sif, "cat", "/data"]);
     out.assert_success();
     assert_eq!(out.stdout, "shared\n");
     owner
@@ -1387,9 +1128,7 @@ fn read_only_users_share_an_image_and_keep_writers_out() {
     for r in readers {
         r.wait();
     }
-    owner
-        .strata(install, cwd, &argv!["exec", "-o", &img, &sif, "true"])
-        .assert_success();
+    owner.strata(install, cwd, &argv!["exec", "-o", &img, &sif, "true"]).assert_success();
     assert_no_leak(&before);
 }
 
@@ -1418,11 +1157,7 @@ fn a_writer_killed_with_sigkill_frees_the_image() {
             }
             args.extend(argv!["-o", &img, &sif, "sh", "-c", "echo ready; sleep 60"]);
             let mut writer = who.spawn_strata(install, cwd, &args);
-            assert!(
-                writer.wait_for_stdout("ready", READY),
-                "{}",
-                writer.stdout_so_far()
-            );
+            assert!(writer.wait_for_stdout("ready", READY), "{}", writer.stdout_so_far());
             // kill -9 <pid> (the process the user started), as a user would.
             let pid = writer.pid().unwrap();
             // SAFETY: kill(2) on the child we started.
@@ -1430,18 +1165,13 @@ fn a_writer_killed_with_sigkill_frees_the_image() {
             let out = writer.wait();
             assert_eq!(out.signal, Some(libc::SIGKILL), "{out}");
             let killed = Instant::now();
-            let grace = if pid_ns {
-                Duration::from_secs(1)
-            } else {
-                Duration::ZERO
-            };
+            let grace = if pid_ns { Duration::from_secs(1) } else { Duration::ZERO };
             loop {
                 let next = who.strata(install, cwd, &argv!["exec", "-o", &img, &sif, "true"]);
                 if next.success() {
                     break;
                 }
-                next.assert_code(255)
-                    .assert_stderr_contains(&in_use_by_a_writer(&img));
+                next.assert_code(255).assert_stderr_contains(&in_use_by_a_writer(&img));
                 assert!(
                     killed.elapsed() < grace,
                     "the image is still in use {:?} after kill -9 (--pid: {pid_ns}):\n{next}",
@@ -1450,11 +1180,7 @@ fn a_writer_killed_with_sigkill_frees_the_image() {
                 thread::sleep(Duration::from_millis(10));
             }
         }
-        assert!(
-            loops_into(dir.path()).is_empty(),
-            "{:?}",
-            loops_into(dir.path())
-        );
+        assert!(loops_into(dir.path()).is_empty(), "{:?}", loops_into(dir.path()));
         assert_no_leak(&before);
     }
 }
@@ -1496,17 +1222,12 @@ fn a_process_left_running_keeps_the_image_locked_until_it_exits() {
         .assert_stderr_contains(&in_use_by_a_writer(&img));
     assert!(left.elapsed() < Duration::from_secs(3), "too slow to test");
     loop {
-        let out = who.strata(
-            install,
-            cwd,
-            &argv!["exec", "-o", &img, &sif, "cat", "/late"],
-        );
+        let out = who.strata(install, cwd, &argv!["exec", "-o", &img, &sif, "cat", "/late"]);
         if out.success() {
             assert_eq!(out.stdout, "late\n");
             break;
         }
-        out.assert_code(255)
-            .assert_stderr_contains(&in_use_by_a_writer(&img));
+        out.assert_code(255).assert_stderr_contains(&in_use_by_a_writer(&img));
         assert!(left.elapsed() < Duration::from_secs(15), "{out}");
         thread::sleep(Duration::from_millis(100));
     }
@@ -1524,25 +1245,13 @@ fn the_embedded_overlay_of_a_sif_is_locked_too() {
     let Some(sif) = own_sif(install, &dir) else {
         return;
     };
-    who.strata(install, cwd, &argv!["overlay", "create", &sif])
-        .assert_success();
+    who.strata(install, cwd, &argv!["overlay", "create", &sif]).assert_success();
     let mut writer = who.spawn_strata(
         install,
         cwd,
-        &argv![
-            "exec",
-            "--writable",
-            &sif,
-            "sh",
-            "-c",
-            "echo ready; sleep 60"
-        ],
+        &argv!["exec", "--writable", &sif, "sh", "-c", "echo ready; sleep 60"],
     );
-    assert!(
-        writer.wait_for_stdout("ready", READY),
-        "{}",
-        writer.stdout_so_far()
-    );
+    assert!(writer.wait_for_stdout("ready", READY), "{}", writer.stdout_so_far());
     who.strata(install, cwd, &argv!["exec", "--writable", &sif, "true"])
         .assert_code(255)
         .assert_stderr_contains(&in_use_by_a_writer(&sif));
@@ -1551,8 +1260,7 @@ fn the_embedded_overlay_of_a_sif_is_locked_too() {
         .assert_stderr_contains(&in_use_by_a_writer(&sif));
     writer.signal(libc::SIGKILL);
     writer.wait();
-    who.strata(install, cwd, &argv!["exec", &sif, "true"])
-        .assert_success();
+    who.strata(install, cwd, &argv!["exec", &sif, "true"]).assert_success();
 }
 
 // ---------------------------------------------------------------------------------------------
@@ -1584,11 +1292,7 @@ fn sigkill_in_the_middle_of_writes_leaves_a_clean_image_with_every_synced_file()
         };
         let img = plain_ext3(who, &dir, "overlay.img", 64);
         let started = Instant::now();
-        let mut writer = who.spawn_strata(
-            install,
-            cwd,
-            &argv!["exec", "-o", &img, &sif, "sh", "-c", WRITER],
-        );
+        let mut writer = who.spawn_strata(install, cwd, &argv!["exec", "-o", &img, &sif, "sh", "-c", WRITER]);
         assert!(
             writer.wait_for_stdout("synced", READY),
             "the writer never synced: {}",
@@ -1600,12 +1304,8 @@ fn sigkill_in_the_middle_of_writes_leaves_a_clean_image_with_every_synced_file()
         writer.signal(libc::SIGKILL);
         let out = writer.wait();
         assert_eq!(out.signal, Some(libc::SIGKILL), "{out}");
-        let last_said: u64 = out
-            .stdout
-            .lines()
-            .filter_map(|l| l.strip_prefix("synced ")?.parse().ok())
-            .max()
-            .unwrap_or(0);
+        let last_said: u64 =
+            out.stdout.lines().filter_map(|l| l.strip_prefix("synced ")?.parse().ok()).max().unwrap_or(0);
         assert!(last_said >= 100, "{out}");
 
         // Nothing of the container is left on the host.
@@ -1613,31 +1313,16 @@ fn sigkill_in_the_middle_of_writes_leaves_a_clean_image_with_every_synced_file()
         while !loops_into(dir.path()).is_empty() && Instant::now() < deadline {
             thread::sleep(Duration::from_millis(50));
         }
-        assert!(
-            loops_into(dir.path()).is_empty(),
-            "{:?}",
-            loops_into(dir.path())
-        );
+        assert!(loops_into(dir.path()).is_empty(), "{:?}", loops_into(dir.path()));
         assert_no_leak(&before);
 
         let fsck = who.run(cwd, &argv!["e2fsck", "-fn", &img]);
-        assert_eq!(
-            fsck.code, 0,
-            "e2fsck -fn does not find the image clean:\n{fsck}"
-        );
+        assert_eq!(fsck.code, 0, "e2fsck -fn does not find the image clean:\n{fsck}");
 
         let check = who.strata(
             install,
             cwd,
-            &argv![
-                "exec",
-                "-o",
-                format!("{}:ro", img.display()),
-                &sif,
-                "sh",
-                "-c",
-                CHECKER
-            ],
+            &argv!["exec", "-o", format!("{}:ro", img.display()), &sif, "sh", "-c", CHECKER],
         );
         check.assert_success();
         let recorded: u64 = check.stdout.trim().parse().unwrap();
@@ -1676,19 +1361,10 @@ fn writable_tmpfs_changes_work_and_vanish() {
         );
         out.assert_success();
         assert_eq!(out.stdout, "x\n");
-        who.strata(
-            install,
-            dir.path(),
-            &argv!["exec", &sif, "test", "-e", "/tmpfs_file"],
-        )
-        .assert_code(1);
-        who.strata(
-            install,
-            dir.path(),
-            &argv!["exec", &sif, "touch", "/tmpfs_file"],
-        )
-        .assert_code(1)
-        .assert_stderr_contains("Read-only file system");
+        who.strata(install, dir.path(), &argv!["exec", &sif, "test", "-e", "/tmpfs_file"]).assert_code(1);
+        who.strata(install, dir.path(), &argv!["exec", &sif, "touch", "/tmpfs_file"])
+            .assert_code(1)
+            .assert_stderr_contains("Read-only file system");
     }
 }
 
@@ -1706,20 +1382,8 @@ fn writable_tmpfs_on_top_of_a_read_only_image() {
             return;
         }
         plain_ext3(who, &dir, "overlay.img", 64);
-        who.strata(
-            install,
-            cwd,
-            &[
-                "exec",
-                "-o",
-                "overlay.img",
-                "img.sif",
-                "sh",
-                "-c",
-                "echo base > /base",
-            ],
-        )
-        .assert_success();
+        who.strata(install, cwd, &["exec", "-o", "overlay.img", "img.sif", "sh", "-c", "echo base > /base"])
+            .assert_success();
         let out = who.strata(
             install,
             cwd,
@@ -1739,15 +1403,7 @@ fn writable_tmpfs_on_top_of_a_read_only_image() {
         let out = who.strata(
             install,
             cwd,
-            &[
-                "exec",
-                "-o",
-                "overlay.img:ro",
-                "img.sif",
-                "sh",
-                "-c",
-                "cat /base; test ! -e /more",
-            ],
+            &["exec", "-o", "overlay.img:ro", "img.sif", "sh", "-c", "cat /base; test ! -e /more"],
         );
         out.assert_success();
         assert_eq!(out.stdout, "base\n");
@@ -1784,8 +1440,7 @@ fn writable_tmpfs_holds_sessiondir_max_size() {
             out.assert_success();
             continue;
         }
-        out.assert_code(1)
-            .assert_stderr_contains("No space left on device");
+        out.assert_code(1).assert_stderr_contains("No space left on device");
         let total_kib: u64 = out
             .stdout
             .lines()
@@ -1793,11 +1448,7 @@ fn writable_tmpfs_holds_sessiondir_max_size() {
             .and_then(|l| l.split_whitespace().nth(1))
             .and_then(|n| n.parse().ok())
             .unwrap_or_else(|| panic!("no df line:\n{out}"));
-        assert_eq!(
-            total_kib,
-            16 * 1024,
-            "df / should show the 16M session:\n{out}"
-        );
+        assert_eq!(total_kib, 16 * 1024, "df / should show the 16M session:\n{out}");
     }
 }
 
@@ -1805,8 +1456,7 @@ fn writable_tmpfs_holds_sessiondir_max_size() {
 // 7. strata.conf directives
 // ---------------------------------------------------------------------------------------------
 
-const OVERLAY_DISABLED: &str =
-    "FATAL:   overlay is disabled by the administrator (enable overlay = no)";
+const OVERLAY_DISABLED: &str = "FATAL:   overlay is disabled by the administrator (enable overlay = no)";
 
 #[test]
 fn enable_overlay_no_refuses_every_overlay() {
@@ -1824,10 +1474,8 @@ fn enable_overlay_no_refuses_every_overlay() {
         };
         let img = plain_ext3(who, &dir, "overlay.img", 64);
         let sq = marker_squashfs(who, &dir, "sq.img");
-        who.run(cwd, &argv!["cp", &sif, "embedded.sif"])
-            .assert_success();
-        who.strata(&install, cwd, &["overlay", "create", "embedded.sif"])
-            .assert_success();
+        who.run(cwd, &argv!["cp", &sif, "embedded.sif"]).assert_success();
+        who.strata(&install, cwd, &["overlay", "create", "embedded.sif"]).assert_success();
         for flags in [
             argv!["-o", &img],
             argv!["-o", format!("{}:ro", img.display())],
@@ -1837,17 +1485,14 @@ fn enable_overlay_no_refuses_every_overlay() {
             let mut args = argv!["exec"];
             args.extend(flags);
             args.extend(argv![&sif, "true"]);
-            who.strata(&install, cwd, &args)
-                .assert_code(255)
-                .assert_stderr_contains(OVERLAY_DISABLED);
+            who.strata(&install, cwd, &args).assert_code(255).assert_stderr_contains(OVERLAY_DISABLED);
         }
         // A SIF with an overlay partition (mounted automatically) is refused too.
         who.strata(&install, cwd, &["exec", "embedded.sif", "true"])
             .assert_code(255)
             .assert_stderr_contains(OVERLAY_DISABLED);
         // A container without overlays still runs.
-        who.strata(&install, cwd, &argv!["exec", &sif, "true"])
-            .assert_success();
+        who.strata(&install, cwd, &argv!["exec", &sif, "true"]).assert_success();
     }
 }
 
@@ -1868,28 +1513,14 @@ fn enable_overlay_no_mounts_no_overlayfs() {
     let Some(sif) = own_sif(&install, &dir) else {
         return;
     };
-    let out = who.strata(
-        &install,
-        cwd,
-        &argv!["exec", &sif, "cat", "/proc/self/mountinfo"],
-    );
+    let out = who.strata(&install, cwd, &argv!["exec", &sif, "cat", "/proc/self/mountinfo"]);
     out.assert_success();
     assert!(
         !out.stdout.lines().any(|l| l.contains(" - overlay ")),
         "an overlay is mounted although 'enable overlay = no':\n{out}"
     );
-    who.strata(
-        &install,
-        cwd,
-        &argv![
-            "exec",
-            "-B",
-            format!("{}:/not-in-image", cwd.display()),
-            &sif,
-            "true"
-        ],
-    )
-    .assert_code(255);
+    who.strata(&install, cwd, &argv!["exec", "-B", format!("{}:/not-in-image", cwd.display()), &sif, "true"])
+        .assert_code(255);
 }
 
 #[test]
@@ -1918,15 +1549,7 @@ fn allow_container_extfs_no_refuses_ext3_overlays() {
         who.strata(
             &install,
             cwd,
-            &argv![
-                "exec",
-                "-o",
-                format!("{}:ro", sq.display()),
-                &sif,
-                "test",
-                "-f",
-                "/squash_marker"
-            ],
+            &argv!["exec", "-o", format!("{}:ro", sq.display()), &sif, "test", "-f", "/squash_marker"],
         )
         .assert_success();
     }
@@ -1947,21 +1570,11 @@ fn allow_setuid_mount_extfs_no_refuses_ext3_for_users_only() {
             return;
         };
         let img = plain_ext3(who, &dir, "overlay.img", 64);
-        who.run(cwd, &argv!["cp", &sif, "embedded.sif"])
-            .assert_success();
-        who.strata(&install, cwd, &["overlay", "create", "embedded.sif"])
-            .assert_success();
+        who.run(cwd, &argv!["cp", &sif, "embedded.sif"]).assert_success();
+        who.strata(&install, cwd, &["overlay", "create", "embedded.sif"]).assert_success();
         let runs = [
             argv!["exec", "-o", &img, &sif, "touch", "/x"],
-            argv![
-                "exec",
-                "-o",
-                format!("{}:ro", img.display()),
-                &sif,
-                "test",
-                "-f",
-                "/x"
-            ],
+            argv!["exec", "-o", format!("{}:ro", img.display()), &sif, "test", "-f", "/x"],
             argv!["exec", "embedded.sif", "true"],
             argv!["exec", "-w", "embedded.sif", "true"],
         ];
@@ -1988,30 +1601,20 @@ fn limit_container_paths_applies_to_overlays() {
     let cwd = dir.path();
     who.sh(cwd, "mkdir allowed allowed2").assert_success();
     let allowed = dir.join("allowed");
-    let Some(install) =
-        Install::with_config(&format!("limit container paths = {}\n", allowed.display()))
+    let Some(install) = Install::with_config(&format!("limit container paths = {}\n", allowed.display()))
     else {
         return;
     };
     let Some(built) = test_sif(&install) else {
         return;
     };
-    who.run(cwd, &argv!["cp", built, "allowed/img.sif"])
-        .assert_success();
+    who.run(cwd, &argv!["cp", built, "allowed/img.sif"]).assert_success();
     let sif = allowed.join("img.sif");
     let inside = plain_ext3(who, &dir, "allowed/overlay.img", 64);
     // /allowed2 is not inside /allowed: compared component by component.
     let outside = plain_ext3(who, &dir, "allowed2/overlay.img", 64);
-    who.strata(
-        &install,
-        cwd,
-        &argv!["exec", "-o", &inside, &sif, "touch", "/x"],
-    )
-    .assert_success();
-    for arg in [
-        outside.display().to_string(),
-        format!("{}:ro", outside.display()),
-    ] {
+    who.strata(&install, cwd, &argv!["exec", "-o", &inside, &sif, "touch", "/x"]).assert_success();
+    for arg in [outside.display().to_string(), format!("{}:ro", outside.display())] {
         who.strata(&install, cwd, &argv!["exec", "-o", arg, &sif, "true"])
             .assert_code(255)
             .assert_stderr_contains(&format!(
@@ -2020,15 +1623,10 @@ fn limit_container_paths_applies_to_overlays() {
             ));
     }
     // A symlink inside the allowed directory does not help: the real path counts.
-    who.sh(cwd, "ln -s ../allowed2/overlay.img allowed/link.img")
-        .assert_success();
-    who.strata(
-        &install,
-        cwd,
-        &argv!["exec", "-o", allowed.join("link.img"), &sif, "true"],
-    )
-    .assert_code(255)
-    .assert_stderr_contains("image is not in an allowed configured path");
+    who.sh(cwd, "ln -s ../allowed2/overlay.img allowed/link.img").assert_success();
+    who.strata(&install, cwd, &argv!["exec", "-o", allowed.join("link.img"), &sif, "true"])
+        .assert_code(255)
+        .assert_stderr_contains("image is not in an allowed configured path");
 }
 
 #[test]
@@ -2043,17 +1641,10 @@ fn allow_container_dir_no_refuses_directory_overlays_for_root() {
         return;
     };
     who.sh(cwd, "mkdir overlay-dir").assert_success();
-    who.strata(
-        &install,
-        cwd,
-        &argv!["exec", "-o", "overlay-dir", &sif, "true"],
-    )
-    .assert_code(255)
-    .assert_stderr_contains(
-        "FATAL:   configuration disallows users from running sandbox containers",
-    );
-    who.strata(&install, cwd, &argv!["exec", &sif, "true"])
-        .assert_success();
+    who.strata(&install, cwd, &argv!["exec", "-o", "overlay-dir", &sif, "true"])
+        .assert_code(255)
+        .assert_stderr_contains("FATAL:   configuration disallows users from running sandbox containers");
+    who.strata(&install, cwd, &argv!["exec", &sif, "true"]).assert_success();
 }
 
 /// Starts a container writing `marker` into the ext3 overlay `img` and waits until the write
@@ -2079,11 +1670,7 @@ fn write_marker(
             format!("echo {marker} > /marked; echo written; sleep 60")
         ],
     );
-    assert!(
-        writer.wait_for_stdout("written", READY),
-        "{}",
-        writer.stdout_so_far()
-    );
+    assert!(writer.wait_for_stdout("written", READY), "{}", writer.stdout_so_far());
     writer
 }
 
@@ -2117,11 +1704,7 @@ fn sync_writable_extfs_writes_through_to_the_image() {
     for round in 0..5 {
         let synced_img = plain_ext3(who, &dir, &format!("synced-{round}.img"), 64);
         let control_img = plain_ext3(who, &dir, &format!("control-{round}.img"), 64);
-        let tag = format!(
-            "{}-{round}-{:?}",
-            std::process::id(),
-            Instant::now().elapsed()
-        );
+        let tag = format!("{}-{round}-{:?}", std::process::id(), Instant::now().elapsed());
         let (synced, control) = (format!("strata-sync-{tag}"), format!("strata-ctrl-{tag}"));
         let _control = write_marker(shared, who, cwd, &control_img, &sif, &control);
         let _synced = write_marker(&install, who, cwd, &synced_img, &sif, &synced);

@@ -17,9 +17,7 @@ const MIB: u64 = 1024 * 1024;
 /// Notes a row whose exit code or stderr is not the expected one.
 fn check(failures: &mut Vec<String>, row: &str, out: &Output, code: i32, stderr: &str) {
     if out.code != code || !out.stderr.contains(stderr) {
-        failures.push(format!(
-            "row {row}: expected exit {code} and stderr {stderr:?}:\n{out}"
-        ));
+        failures.push(format!("row {row}: expected exit {code} and stderr {stderr:?}:\n{out}"));
     }
 }
 
@@ -43,32 +41,15 @@ fn overlay_create_rows_of_apptainers_tests() {
 
         // 1. Smaller than 64 MiB.
         let out = strata(&["overlay", "create", "--size", "1", "small.img"]);
-        check(
-            &mut failures,
-            "1",
-            &out,
-            255,
-            "FATAL:   image size must be equal or greater than 64 MiB",
-        );
+        check(&mut failures, "1", &out, 255, "FATAL:   image size must be equal or greater than 64 MiB");
         assert!(!dir.join("small.img").exists(), "row 1 left a file");
 
         // 2. Sparse: full length, little space used.
-        let out = strata(&[
-            "overlay",
-            "create",
-            "--size",
-            "128",
-            "--sparse",
-            "img.sparse",
-        ]);
+        let out = strata(&["overlay", "create", "--size", "128", "--sparse", "img.sparse"]);
         check(&mut failures, "2", &out, 0, "");
         let sparse = dir.join("img.sparse");
         assert_eq!(fs::metadata(&sparse).unwrap().len(), 128 * MIB);
-        assert!(
-            allocated(&sparse) < 64 * MIB,
-            "--sparse allocated {} bytes",
-            allocated(&sparse)
-        );
+        assert!(allocated(&sparse) < 64 * MIB, "--sparse allocated {} bytes", allocated(&sparse));
 
         // 3. Preallocated, private to the user.
         let out = strata(&["overlay", "create", "--size", "128", "img"]);
@@ -77,10 +58,7 @@ fn overlay_create_rows_of_apptainers_tests() {
         let meta = fs::metadata(&img).unwrap();
         assert_eq!(meta.len(), 128 * MIB);
         assert!(allocated(&img) >= 128 * MIB, "not preallocated");
-        assert_eq!(
-            (meta.uid(), meta.gid(), meta.mode() & 0o7777),
-            (who.uid(), who.gid(), 0o600)
-        );
+        assert_eq!((meta.uid(), meta.gid(), meta.mode() & 0o7777), (who.uid(), who.gid(), 0o600));
 
         // 4. Exactly N MiB, as the container sees the file.
         let out = who.strata(
@@ -101,41 +79,21 @@ fn overlay_create_rows_of_apptainers_tests() {
         // 5. An existing image is not overwritten.
         let mtime = fs::metadata(&img).unwrap().mtime();
         let out = strata(&["overlay", "create", "img"]);
-        check(
-            &mut failures,
-            "5",
-            &out,
-            255,
-            "FATAL:   EXT3 overlay image img already exists",
-        );
+        check(&mut failures, "5", &out, 255, "FATAL:   EXT3 overlay image img already exists");
         assert_eq!(fs::metadata(&img).unwrap().mtime(), mtime);
 
         // 6, 7. --create-dir makes a directory the user may write into.
-        let out = strata(&[
-            "overlay",
-            "create",
-            "--create-dir",
-            "/usr/local/testing",
-            "imgdir",
-        ]);
+        let out = strata(&["overlay", "create", "--create-dir", "/usr/local/testing", "imgdir"]);
         check(&mut failures, "6", &out, 0, "");
         let out = who.strata(
             install,
             cwd,
-            &argv![
-                "exec",
-                "-o",
-                "imgdir",
-                &sif,
-                "mkdir",
-                "/usr/local/testing/perms"
-            ],
+            &argv!["exec", "-o", "imgdir", &sif, "mkdir", "/usr/local/testing/perms"],
         );
         check(&mut failures, "7", &out, 0, "");
 
         // 8, 9. Embedding into a SIF, once.
-        who.run(cwd, &argv!["cp", &sif, "unsigned.sif"])
-            .assert_success();
+        who.run(cwd, &argv!["cp", &sif, "unsigned.sif"]).assert_success();
         let out = strata(&["overlay", "create", "unsigned.sif"]);
         check(&mut failures, "8", &out, 0, "");
         let list = strata(&["sif", "list", "unsigned.sif"]);
@@ -150,13 +108,7 @@ fn overlay_create_rows_of_apptainers_tests() {
             255,
             "FATAL:   a writable overlay partition already exists in unsigned.sif (ID: ",
         );
-        check(
-            &mut failures,
-            "9",
-            &out,
-            255,
-            "delete it first with \"strata sif del ",
-        );
+        check(&mut failures, "9", &out, 255, "delete it first with \"strata sif del ");
 
         // 10. A signed SIF (Apptainer's busybox image is).
         if let Some(signed) = reference_sif() {
@@ -173,12 +125,7 @@ fn overlay_create_rows_of_apptainers_tests() {
             assert_eq!(fs::metadata(&signed).unwrap().len(), len);
         }
 
-        assert!(
-            failures.is_empty(),
-            "for {}:\n{}",
-            who.name(),
-            failures.join("\n")
-        );
+        assert!(failures.is_empty(), "for {}:\n{}", who.name(), failures.join("\n"));
         assert_no_leak(&before);
     }
 }
@@ -195,26 +142,13 @@ fn overlay_create_gives_the_layout_to_the_user() {
         who.strata(
             install,
             dir.path(),
-            &[
-                "overlay",
-                "create",
-                "--create-dir",
-                "/var/cache/app",
-                "--create-dir",
-                "/data",
-                "overlay.img",
-            ],
+            &["overlay", "create", "--create-dir", "/var/cache/app", "--create-dir", "/data", "overlay.img"],
         )
         .assert_success();
         let img = dir.join("overlay.img");
-        for path in [
-            "/upper",
-            "/work",
-            "/upper/var",
-            "/upper/var/cache",
-            "/upper/var/cache/app",
-            "/upper/data",
-        ] {
+        for path in
+            ["/upper", "/work", "/upper/var", "/upper/var/cache", "/upper/var/cache/app", "/upper/data"]
+        {
             assert_eq!(
                 ext3_owner_mode(&img, path),
                 (who.uid(), who.gid(), 0o755),
@@ -243,15 +177,7 @@ fn create_dir_example_from_the_documentation() {
         who.strata(
             install,
             cwd,
-            &[
-                "overlay",
-                "create",
-                "--size",
-                "64",
-                "--create-dir",
-                "/var/cache/nginx",
-                "nginx_overlay.img",
-            ],
+            &["overlay", "create", "--size", "64", "--create-dir", "/var/cache/nginx", "nginx_overlay.img"],
         )
         .assert_success();
         who.strata_with(
@@ -271,14 +197,7 @@ fn create_dir_example_from_the_documentation() {
         let out = who.strata(
             install,
             cwd,
-            &[
-                "exec",
-                "--overlay",
-                "nginx_overlay.img:ro",
-                "nginx.sif",
-                "cat",
-                "/var/cache/nginx/test",
-            ],
+            &["exec", "--overlay", "nginx_overlay.img:ro", "nginx.sif", "cat", "/var/cache/nginx/test"],
         );
         out.assert_success();
         assert_eq!(out.stdout, "test\n");
@@ -293,15 +212,11 @@ fn overlay_create_refuses_directories_outside_the_layout() {
     for who in users {
         let dir = who.dir();
         for bad in ["/x/../..", "/../etc"] {
-            who.strata(
-                install,
-                dir.path(),
-                &["overlay", "create", "--create-dir", bad, "out.img"],
-            )
-            .assert_code(255)
-            .assert_stderr_contains(&format!(
-                "FATAL:   overlay directory {bad} created outside of overlay layout"
-            ));
+            who.strata(install, dir.path(), &["overlay", "create", "--create-dir", bad, "out.img"])
+                .assert_code(255)
+                .assert_stderr_contains(&format!(
+                    "FATAL:   overlay directory {bad} created outside of overlay layout"
+                ));
             assert!(!dir.join("out.img").exists());
         }
     }
@@ -322,12 +237,9 @@ fn overlay_resize_keeps_the_files_and_waits_for_containers() {
             return;
         };
         dir.copy_in(built, "img.sif");
-        who.run(cwd, &["cp", "img.sif", "embedded.sif"])
-            .assert_success();
-        who.strata(install, cwd, &["overlay", "create", "overlay.img"])
-            .assert_success();
-        who.strata(install, cwd, &["overlay", "create", "embedded.sif"])
-            .assert_success();
+        who.run(cwd, &["cp", "img.sif", "embedded.sif"]).assert_success();
+        who.strata(install, cwd, &["overlay", "create", "overlay.img"]).assert_success();
+        who.strata(install, cwd, &["overlay", "create", "embedded.sif"]).assert_success();
         let write = |flags: &[&str]| {
             let mut args = argv!["exec"];
             args.extend(flags.iter().map(Into::into));
@@ -338,19 +250,12 @@ fn overlay_resize_keeps_the_files_and_waits_for_containers() {
         write(&["-w", "embedded.sif"]);
 
         for (target, run) in [
-            (
-                "overlay.img",
-                argv!["exec", "-o", "overlay.img:ro", "img.sif"],
-            ),
+            ("overlay.img", argv!["exec", "-o", "overlay.img:ro", "img.sif"]),
             ("embedded.sif", argv!["exec", "embedded.sif"]),
         ] {
-            who.strata(
-                install,
-                cwd,
-                &["overlay", "resize", "--size", "100", target],
-            )
-            .assert_success()
-            .assert_stderr_contains(&format!("Resized {target} from 64 MiB to 100 MiB"));
+            who.strata(install, cwd, &["overlay", "resize", "--size", "100", target])
+                .assert_success()
+                .assert_stderr_contains(&format!("Resized {target} from 64 MiB to 100 MiB"));
             let mut args = run.clone();
             args.extend(argv!["sh", "-c", "cat /kept && df -k / | tail -n 1"]);
             let out = who.strata(install, cwd, &args);
@@ -370,30 +275,19 @@ fn overlay_resize_keeps_the_files_and_waits_for_containers() {
             let mut holder = who.spawn_strata(install, cwd, &args);
             assert!(holder.wait_for_stdout("ready", std::time::Duration::from_secs(30)));
             let len = fs::metadata(dir.join(target)).unwrap().len();
-            who.strata(
-                install,
-                cwd,
-                &["overlay", "resize", "--size", "120", target],
-            )
-            .assert_code(255)
-            .assert_stderr_contains(&format!(
-                "FATAL:   {target} is in use by another container; stop it first"
-            ));
+            who.strata(install, cwd, &["overlay", "resize", "--size", "120", target])
+                .assert_code(255)
+                .assert_stderr_contains(&format!(
+                    "FATAL:   {target} is in use by another container; stop it first"
+                ));
             assert_eq!(fs::metadata(dir.join(target)).unwrap().len(), len);
             holder.signal(libc::SIGKILL);
             holder.wait();
         }
-        assert_eq!(
-            fs::metadata(dir.join("overlay.img")).unwrap().len(),
-            100 * MIB
-        );
-        who.strata(
-            install,
-            cwd,
-            &["overlay", "resize", "--size", "32", "overlay.img"],
-        )
-        .assert_code(255)
-        .assert_stderr_contains("FATAL:   image size must be equal or greater than 64 MiB");
+        assert_eq!(fs::metadata(dir.join("overlay.img")).unwrap().len(), 100 * MIB);
+        who.strata(install, cwd, &["overlay", "resize", "--size", "32", "overlay.img"])
+            .assert_code(255)
+            .assert_stderr_contains("FATAL:   image size must be equal or greater than 64 MiB");
         assert_no_leak(&before);
     }
 }

@@ -18,9 +18,7 @@ use std::io;
 use std::os::unix::fs::PermissionsExt;
 use std::path::{Path, PathBuf};
 
-use crate::sif::{
-    self, Arch, CreateOptions, DataType, NewObject, PartType, Partition, Sif, Source,
-};
+use crate::sif::{self, Arch, CreateOptions, DataType, NewObject, PartType, Partition, Sif, Source};
 use crate::tools::{self, ToolError};
 
 /// The launch script of every SIF Apptainer builds: the image runs as a script.
@@ -42,19 +40,13 @@ pub enum BuildError {
     #[error("build target {0} is a directory; remove it first or choose another name")]
     TargetIsADirectory(PathBuf),
     #[error("build target {target} is inside the source directory {source_dir}")]
-    TargetInSource {
-        target: PathBuf,
-        source_dir: PathBuf,
-    },
+    TargetInSource { target: PathBuf, source_dir: PathBuf },
     #[error("could not create a temporary file in {dir}: {source}")]
     Temp { dir: PathBuf, source: io::Error },
     #[error("while creating squashfs from {path}: {source}")]
     Squashfs { path: PathBuf, source: ToolError },
     #[error("while writing SIF {path}: {source}")]
-    Sif {
-        path: PathBuf,
-        source: sif::SifError,
-    },
+    Sif { path: PathBuf, source: sif::SifError },
     #[error("could not write {path}: {source}")]
     Write { path: PathBuf, source: io::Error },
     #[error("{0}")]
@@ -62,10 +54,7 @@ pub enum BuildError {
     #[error("could not open image {path}: {source}")]
     OpenImage { path: PathBuf, source: io::Error },
     #[error("{path} is not a valid SIF image: {source}")]
-    BadSif {
-        path: PathBuf,
-        source: sif::SifError,
-    },
+    BadSif { path: PathBuf, source: sif::SifError },
     #[error("{0}: image format not recognized: not a SIF or squashfs image")]
     UnknownFormat(PathBuf),
     #[error("{path}: {what} cannot be extracted into a sandbox, only squashfs")]
@@ -127,9 +116,7 @@ pub(crate) fn umask() -> u32 {
 
 /// Creation time for the image: `SOURCE_DATE_EPOCH` when set (and valid), else now.
 fn source_date_epoch() -> Option<i64> {
-    std::env::var("SOURCE_DATE_EPOCH")
-        .ok()
-        .and_then(|v| v.trim().parse::<i64>().ok())
+    std::env::var("SOURCE_DATE_EPOCH").ok().and_then(|v| v.trim().parse::<i64>().ok())
 }
 
 /// `strata build OUT.sif DIR/`: squash the directory (with the standard skeleton it lacks) and
@@ -141,19 +128,15 @@ fn source_date_epoch() -> Option<i64> {
 /// (`-all-root`), since the user's uid means nothing on another machine (Apptainer does the same).
 /// An existing target is replaced only when `force` is set.
 pub fn build_sif(out: &Path, src: &Path, force: bool) -> Result<(), BuildError> {
-    let src_meta = std::fs::metadata(src).map_err(|source| BuildError::Source {
-        path: src.to_path_buf(),
-        source,
-    })?;
+    let src_meta =
+        std::fs::metadata(src).map_err(|source| BuildError::Source { path: src.to_path_buf(), source })?;
     if !src_meta.is_dir() {
         return Err(BuildError::SourceNotADirectory(src.to_path_buf()));
     }
     check_target_file(out, force)?;
     let dir = parent_dir(out);
-    let src_abs = src.canonicalize().map_err(|source| BuildError::Source {
-        path: src.to_path_buf(),
-        source,
-    })?;
+    let src_abs =
+        src.canonicalize().map_err(|source| BuildError::Source { path: src.to_path_buf(), source })?;
     if let Ok(dir_abs) = dir.canonicalize() {
         if dir_abs.starts_with(&src_abs) {
             return Err(BuildError::TargetInSource {
@@ -171,34 +154,22 @@ pub fn build_sif(out: &Path, src: &Path, force: bool) -> Result<(), BuildError> 
             .suffix(suffix)
             .rand_bytes(6)
             .tempfile_in(&dir)
-            .map_err(|e| BuildError::Temp {
-                dir: dir.clone(),
-                source: plain(e),
-            })
+            .map_err(|e| BuildError::Temp { dir: dir.clone(), source: plain(e) })
     };
     let sif_tmp = temp("")?;
     let sqfs_tmp = temp(".sqfs")?;
     let staging = tempfile::Builder::new()
         .prefix("strata-build-")
         .tempdir()
-        .map_err(|e| BuildError::Temp {
-            dir: std::env::temp_dir(),
-            source: plain(e),
-        })?;
+        .map_err(|e| BuildError::Temp { dir: std::env::temp_dir(), source: plain(e) })?;
 
     let epoch = source_date_epoch();
     let arch = Arch::host();
     let from = src.to_string_lossy();
-    let labels = skeleton::labels(
-        arch.go_name(),
-        &skeleton::rfc3339(epoch.unwrap_or_else(sif::now)),
-        &from,
-    );
+    let labels = skeleton::labels(arch.go_name(), &skeleton::rfc3339(epoch.unwrap_or_else(sif::now)), &from);
     let missing = skeleton::missing(src, skeleton::entries(labels));
     let mut cmd = mksquashfs.command()?;
-    cmd.arg(src)
-        .arg(sqfs_tmp.path())
-        .args(["-noappend", "-no-progress", "-quiet"]);
+    cmd.arg(src).arg(sqfs_tmp.path()).args(["-noappend", "-no-progress", "-quiet"]);
     if !nix::unistd::getuid().is_root() {
         cmd.arg("-all-root");
     }
@@ -206,49 +177,23 @@ pub fn build_sif(out: &Path, src: &Path, force: bool) -> Result<(), BuildError> 
         crate::verbose!(
             "adding to the image what {} lacks: {}",
             src.display(),
-            missing
-                .iter()
-                .map(skeleton::Entry::path)
-                .collect::<Vec<_>>()
-                .join(" ")
+            missing.iter().map(skeleton::Entry::path).collect::<Vec<_>>().join(" ")
         );
-        let pf = skeleton::write_pseudo(staging.path(), &missing).map_err(|source| {
-            BuildError::Write {
-                path: staging.path().to_path_buf(),
-                source,
-            }
-        })?;
+        let pf = skeleton::write_pseudo(staging.path(), &missing)
+            .map_err(|source| BuildError::Write { path: staging.path().to_path_buf(), source })?;
         cmd.arg("-pf").arg(pf);
     }
     crate::info!("Creating SIF file...");
     mksquashfs
         .run(&mut cmd, &[0])
-        .map_err(|source| BuildError::Squashfs {
-            path: src.to_path_buf(),
-            source,
-        })?;
+        .map_err(|source| BuildError::Squashfs { path: src.to_path_buf(), source })?;
 
     let def = format!("bootstrap: localimage\nfrom: {from}\n");
-    write_sif(
-        sif_tmp.as_file(),
-        sqfs_tmp.as_file(),
-        def.as_bytes(),
-        epoch,
-        arch,
-    )
-    .map_err(|source| BuildError::Sif {
-        path: out.to_path_buf(),
-        source,
-    })?;
-    let write_err = |source| BuildError::Write {
-        path: out.to_path_buf(),
-        source,
-    };
+    write_sif(sif_tmp.as_file(), sqfs_tmp.as_file(), def.as_bytes(), epoch, arch)
+        .map_err(|source| BuildError::Sif { path: out.to_path_buf(), source })?;
+    let write_err = |source| BuildError::Write { path: out.to_path_buf(), source };
     let mode = 0o755 & !umask();
-    sif_tmp
-        .as_file()
-        .set_permissions(std::fs::Permissions::from_mode(mode))
-        .map_err(write_err)?;
+    sif_tmp.as_file().set_permissions(std::fs::Permissions::from_mode(mode)).map_err(write_err)?;
     sif_tmp.as_file().sync_all().map_err(write_err)?;
     if force {
         sif_tmp.persist(out).map_err(|e| write_err(e.error))?;
@@ -274,11 +219,7 @@ fn write_sif(
     epoch: Option<i64>,
     arch: Arch,
 ) -> Result<(), sif::SifError> {
-    let mut opts = if epoch.is_some() {
-        CreateOptions::deterministic()
-    } else {
-        CreateOptions::new()?
-    };
+    let mut opts = if epoch.is_some() { CreateOptions::deterministic() } else { CreateOptions::new()? };
     opts.launch_script = LAUNCH_SCRIPT.to_vec();
     let mut image = Sif::create(file, &opts)?;
     let deffile = NewObject {
@@ -291,11 +232,7 @@ fn write_sif(
     };
     image.add_object(file, &deffile, Source::Bytes(def), None)?;
     let part = NewObject::partition(
-        Partition {
-            fstype: sif::FsType::Squashfs,
-            parttype: PartType::PrimSys,
-            arch,
-        },
+        Partition { fstype: sif::FsType::Squashfs, parttype: PartType::PrimSys, arch },
         DEFAULT_GROUP,
     );
     image.add_object(file, &part, Source::File(squashfs), None)?;

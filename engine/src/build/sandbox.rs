@@ -56,33 +56,22 @@ pub(crate) fn remove_tree(path: &Path) -> io::Result<()> {
 /// Where the root filesystem starts in `image`: a SIF's primary squashfs partition, or a bare
 /// squashfs (possibly behind a legacy launch header).
 fn squashfs_offset(file: &File, path: &Path) -> Result<u64, BuildError> {
-    let header = crate::image::read_at_most(file, 0, detect::HEADER_LEN).map_err(|source| {
-        BuildError::OpenImage {
-            path: path.to_path_buf(),
-            source,
-        }
-    })?;
+    let header = crate::image::read_at_most(file, 0, detect::HEADER_LEN)
+        .map_err(|source| BuildError::OpenImage { path: path.to_path_buf(), source })?;
     let format = detect::detect_format(&header).map_err(|e| BuildError::NotSquashfs {
         path: path.to_path_buf(),
         what: format!("an invalid image ({e})"),
     })?;
     match format {
         Some(FileFormat::Squashfs { offset }) => Ok(offset),
-        Some(FileFormat::Ext3 { .. }) => Err(BuildError::NotSquashfs {
-            path: path.to_path_buf(),
-            what: "an ext3 image".into(),
-        }),
+        Some(FileFormat::Ext3 { .. }) => {
+            Err(BuildError::NotSquashfs { path: path.to_path_buf(), what: "an ext3 image".into() })
+        }
         Some(FileFormat::Sif) => {
-            let sif =
-                crate::confine::confined(&[path], &[], || Sif::read(file)).map_err(|source| {
-                    BuildError::BadSif {
-                        path: path.to_path_buf(),
-                        source,
-                    }
-                })?;
-            let d = sif
-                .primary_partition()
-                .ok_or_else(|| BuildError::NoRootFilesystem(path.to_path_buf()))?;
+            let sif = crate::confine::confined(&[path], &[], || Sif::read(file))
+                .map_err(|source| BuildError::BadSif { path: path.to_path_buf(), source })?;
+            let d =
+                sif.primary_partition().ok_or_else(|| BuildError::NoRootFilesystem(path.to_path_buf()))?;
             let p = d.partition().expect("a primary partition is a partition");
             if p.fstype != FsType::Squashfs {
                 return Err(BuildError::NotSquashfs {
@@ -103,10 +92,7 @@ pub fn build_sandbox(out: &Path, image: &Path, force: bool) -> Result<(), BuildE
     if existing.is_some() && !force {
         return Err(BuildError::TargetExists(out.to_path_buf()));
     }
-    let open_err = |source| BuildError::OpenImage {
-        path: image.to_path_buf(),
-        source,
-    };
+    let open_err = |source| BuildError::OpenImage { path: image.to_path_buf(), source };
     let image_abs = image.canonicalize().map_err(open_err)?;
     let file = File::open(&image_abs).map_err(open_err)?;
     if !file.metadata().map_err(open_err)?.is_file() {
@@ -121,23 +107,13 @@ pub fn build_sandbox(out: &Path, image: &Path, force: bool) -> Result<(), BuildE
         .prefix(&temp_prefix(out))
         .rand_bytes(6)
         .tempdir_in(&dir)
-        .map_err(|e| BuildError::Temp {
-            dir: dir.clone(),
-            source: super::plain(e),
-        })?
+        .map_err(|e| BuildError::Temp { dir: dir.clone(), source: super::plain(e) })?
         .keep();
-    let mut staging = Staging {
-        path: staging,
-        keep: false,
-    };
+    let mut staging = Staging { path: staging, keep: false };
     let rootfs = staging.path.join("rootfs");
 
     let mut cmd = unsquashfs.command()?;
-    cmd.arg("-d")
-        .arg(&rootfs)
-        .arg("-o")
-        .arg(offset.to_string())
-        .args(["-no-progress", "-quiet"]);
+    cmd.arg("-d").arg(&rootfs).arg("-o").arg(offset.to_string()).args(["-no-progress", "-quiet"]);
     if !nix::unistd::getuid().is_root() {
         // A user cannot set trusted.* or security.* attributes.
         cmd.arg("-user-xattrs");
@@ -148,10 +124,7 @@ pub fn build_sandbox(out: &Path, image: &Path, force: bool) -> Result<(), BuildE
     // 2: some entries could not be created (device nodes as a user); the tree is usable.
     let output = unsquashfs
         .run(&mut cmd, &[0, 2])
-        .map_err(|source| BuildError::Unsquashfs {
-            path: image.to_path_buf(),
-            source,
-        })?;
+        .map_err(|source| BuildError::Unsquashfs { path: image.to_path_buf(), source })?;
     if output.status.code() == Some(2) {
         crate::warning!(
             "some entries of {} could not be extracted: {}",
@@ -159,10 +132,7 @@ pub fn build_sandbox(out: &Path, image: &Path, force: bool) -> Result<(), BuildE
             tools::tail(&output.stderr)
         );
     }
-    let write_err = |source| BuildError::Write {
-        path: out.to_path_buf(),
-        source,
-    };
+    let write_err = |source| BuildError::Write { path: out.to_path_buf(), source };
     if existing.is_some() {
         remove_tree(out).map_err(write_err)?;
     }

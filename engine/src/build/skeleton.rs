@@ -18,27 +18,15 @@ use crate::launch::action::sh_quote;
 /// One entry of the skeleton; paths are absolute inside the image.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub enum Entry {
-    Dir {
-        path: &'static str,
-        mode: u32,
-    },
-    File {
-        path: &'static str,
-        mode: u32,
-        content: String,
-    },
-    Symlink {
-        path: &'static str,
-        target: &'static str,
-    },
+    Dir { path: &'static str, mode: u32 },
+    File { path: &'static str, mode: u32, content: String },
+    Symlink { path: &'static str, target: &'static str },
 }
 
 impl Entry {
     pub fn path(&self) -> &'static str {
         match self {
-            Entry::Dir { path, .. } | Entry::File { path, .. } | Entry::Symlink { path, .. } => {
-                path
-            }
+            Entry::Dir { path, .. } | Entry::File { path, .. } | Entry::Symlink { path, .. } => path,
         }
     }
 }
@@ -106,10 +94,7 @@ pub fn labels(arch: &str, date: &str, source: &str) -> String {
         ("org.label-schema.build-arch", arch),
         ("org.label-schema.build-date", date),
         ("org.label-schema.schema-version", "1.0"),
-        (
-            "org.label-schema.usage.singularity.deffile.bootstrap",
-            "localimage",
-        ),
+        ("org.label-schema.usage.singularity.deffile.bootstrap", "localimage"),
         ("org.label-schema.usage.singularity.deffile.from", source),
     ]
     .into_iter()
@@ -122,115 +107,38 @@ pub fn labels(arch: &str, date: &str, source: &str) -> String {
 /// Every skeleton entry, parents before children.
 pub fn entries(labels_json: String) -> Vec<Entry> {
     use Entry::*;
-    let file = |path, mode, content: &str| File {
-        path,
-        mode,
-        content: content.to_string(),
-    };
+    let file = |path, mode, content: &str| File { path, mode, content: content.to_string() };
     vec![
-        Dir {
-            path: "/.singularity.d",
-            mode: 0o755,
-        },
-        Dir {
-            path: "/.singularity.d/actions",
-            mode: 0o755,
-        },
-        Dir {
-            path: "/.singularity.d/env",
-            mode: 0o755,
-        },
-        Dir {
-            path: "/.singularity.d/libs",
-            mode: 0o755,
-        },
+        Dir { path: "/.singularity.d", mode: 0o755 },
+        Dir { path: "/.singularity.d/actions", mode: 0o755 },
+        Dir { path: "/.singularity.d/env", mode: 0o755 },
+        Dir { path: "/.singularity.d/libs", mode: 0o755 },
         file("/.singularity.d/env/01-base.sh", 0o755, ENV_01_BASE),
-        file(
-            "/.singularity.d/env/90-environment.sh",
-            0o755,
-            ENV_90_ENVIRONMENT,
-        ),
+        file("/.singularity.d/env/90-environment.sh", 0o755, ENV_90_ENVIRONMENT),
         file("/.singularity.d/env/99-base.sh", 0o755, ENV_99_BASE),
         file("/.singularity.d/actions/exec", 0o755, &action(ACTION_EXEC)),
         file("/.singularity.d/actions/run", 0o755, &action(ACTION_RUN)),
-        file(
-            "/.singularity.d/actions/shell",
-            0o755,
-            &action(ACTION_SHELL),
-        ),
-        file(
-            "/.singularity.d/actions/start",
-            0o755,
-            &action(ACTION_START),
-        ),
+        file("/.singularity.d/actions/shell", 0o755, &action(ACTION_SHELL)),
+        file("/.singularity.d/actions/start", 0o755, &action(ACTION_START)),
         file("/.singularity.d/actions/test", 0o755, &action(ACTION_TEST)),
         file("/.singularity.d/runscript", 0o755, RUNSCRIPT),
         file("/.singularity.d/startscript", 0o755, STARTSCRIPT),
-        File {
-            path: "/.singularity.d/labels.json",
-            mode: 0o644,
-            content: labels_json,
-        },
-        Symlink {
-            path: "/singularity",
-            target: ".singularity.d/runscript",
-        },
-        Symlink {
-            path: "/.exec",
-            target: ".singularity.d/actions/exec",
-        },
-        Symlink {
-            path: "/.run",
-            target: ".singularity.d/actions/run",
-        },
-        Symlink {
-            path: "/.shell",
-            target: ".singularity.d/actions/shell",
-        },
-        Symlink {
-            path: "/.test",
-            target: ".singularity.d/actions/test",
-        },
-        Symlink {
-            path: "/environment",
-            target: ".singularity.d/env/90-environment.sh",
-        },
-        Dir {
-            path: "/dev",
-            mode: 0o755,
-        },
-        Dir {
-            path: "/proc",
-            mode: 0o755,
-        },
-        Dir {
-            path: "/sys",
-            mode: 0o755,
-        },
-        Dir {
-            path: "/tmp",
-            mode: 0o1777,
-        },
-        Dir {
-            path: "/home",
-            mode: 0o755,
-        },
-        Dir {
-            path: "/root",
-            mode: 0o700,
-        },
-        Dir {
-            path: "/var",
-            mode: 0o755,
-        },
-        Dir {
-            path: "/var/tmp",
-            mode: 0o1777,
-        },
-        Dir {
-            path: "/etc",
-            mode: 0o755,
-        },
+        File { path: "/.singularity.d/labels.json", mode: 0o644, content: labels_json },
+        Symlink { path: "/singularity", target: ".singularity.d/runscript" },
+        Symlink { path: "/.exec", target: ".singularity.d/actions/exec" },
+        Symlink { path: "/.run", target: ".singularity.d/actions/run" },
+        Symlink { path: "/.shell", target: ".singularity.d/actions/shell" },
+        Symlink { path: "/.test", target: ".singularity.d/actions/test" },
+        Symlink { path: "/environment", target: ".singularity.d/env/90-environment.sh" },
+        Dir { path: "/dev", mode: 0o755 },
+        Dir { path: "/proc", mode: 0o755 },
+        Dir { path: "/sys", mode: 0o755 },
+        Dir { path: "/tmp", mode: 0o1777 },
+        Dir { path: "/home", mode: 0o755 },
+        Dir { path: "/root", mode: 0o700 },
+        Dir { path: "/var", mode: 0o755 },
+        Dir { path: "/var/tmp", mode: 0o1777 },
+        Dir { path: "/etc", mode: 0o755 },
         file("/etc/hosts", 0o644, ""),
         file("/etc/resolv.conf", 0o644, ""),
         file("/etc/passwd", 0o644, "root:x:0:0:root:/root:/bin/sh\n"),
@@ -267,8 +175,7 @@ pub fn missing(root: &Path, all: Vec<Entry>) -> Vec<Entry> {
             Some(0) | None => "/",
             Some(i) => &path[..i],
         };
-        let parent_ok =
-            parent == "/" || added_dirs.contains(&parent) || probe(root, parent) == Found::Dir;
+        let parent_ok = parent == "/" || added_dirs.contains(&parent) || probe(root, parent) == Found::Dir;
         if !parent_ok || probe(root, path) != Found::Absent {
             continue;
         }
@@ -289,11 +196,7 @@ pub fn write_pseudo(staging: &Path, entries: &[Entry]) -> io::Result<std::path::
             Entry::Dir { path, mode } => {
                 let _ = writeln!(defs, "{path} d {mode:o} 0 0");
             }
-            Entry::File {
-                path,
-                mode,
-                content,
-            } => {
+            Entry::File { path, mode, content } => {
                 let src = staging.join(format!("file-{i}"));
                 std::fs::write(&src, content)?;
                 let src = src.to_str().ok_or_else(|| {
@@ -325,12 +228,7 @@ pub fn rfc3339(secs: i64) -> String {
     let day = doy - (153 * mp + 2) / 5 + 1;
     let month = if mp < 10 { mp + 3 } else { mp - 9 };
     let year = yoe + era * 400 + i64::from(month <= 2);
-    format!(
-        "{year:04}-{month:02}-{day:02}T{:02}:{:02}:{:02}Z",
-        rem / 3600,
-        rem % 3600 / 60,
-        rem % 60
-    )
+    format!("{year:04}-{month:02}-{day:02}T{:02}:{:02}:{:02}Z", rem / 3600, rem % 3600 / 60, rem % 60)
 }
 
 #[cfg(test)]
@@ -379,19 +277,9 @@ mod tests {
         let staging = d.path().join("it's here");
         std::fs::create_dir(&staging).unwrap();
         let es = vec![
-            Entry::Dir {
-                path: "/tmp",
-                mode: 0o1777,
-            },
-            Entry::File {
-                path: "/etc/hosts",
-                mode: 0o644,
-                content: "x\n".into(),
-            },
-            Entry::Symlink {
-                path: "/.run",
-                target: ".singularity.d/actions/run",
-            },
+            Entry::Dir { path: "/tmp", mode: 0o1777 },
+            Entry::File { path: "/etc/hosts", mode: 0o644, content: "x\n".into() },
+            Entry::Symlink { path: "/.run", target: ".singularity.d/actions/run" },
         ];
         let pf = write_pseudo(&staging, &es).unwrap();
         let text = std::fs::read_to_string(pf).unwrap();
@@ -420,9 +308,6 @@ mod tests {
         let l = labels("amd64", "2023-11-14T22:13:20Z", "rootfs/");
         let v: serde_json::Value = serde_json::from_str(&l).unwrap();
         assert_eq!(v["org.label-schema.build-arch"], "amd64");
-        assert_eq!(
-            v["org.label-schema.usage.singularity.deffile.from"],
-            "rootfs/"
-        );
+        assert_eq!(v["org.label-schema.usage.singularity.deffile.from"], "rootfs/");
     }
 }

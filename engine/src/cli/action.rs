@@ -89,12 +89,7 @@ pub fn run(
     args: &[String],
     flags: &ActionFlags,
 ) -> super::CliResult {
-    let req = crate::launch::container::Request {
-        action,
-        image,
-        args,
-        flags,
-    };
+    let req = crate::launch::container::Request { action, image, args, flags };
     match crate::launch::container::launch(req) {
         Ok(never) => match never {},
         Err(e) => Err(e.into()),

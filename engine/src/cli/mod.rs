@@ -18,11 +18,7 @@ pub type CliResult = Result<u8, Box<dyn std::error::Error>>;
 pub const EXIT_FAILURE: u8 = 255;
 
 #[derive(Parser, Debug)]
-#[command(
-    name = "strata",
-    version,
-    about = "Run Singularity/Apptainer SIF images with persistent overlays"
-)]
+#[command(name = "strata", version, about = "Run Singularity/Apptainer SIF images with persistent overlays")]
 pub struct Cli {
     /// print debugging information (highest verbosity)
     #[arg(short = 'd', long = "debug", global = true)]

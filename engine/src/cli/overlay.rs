@@ -17,18 +17,14 @@ pub struct OverlayArgs {
 #[derive(Subcommand, Debug)]
 enum OverlayCommand {
     /// Create an EXT3 writable overlay image
-    #[command(
-        long_about = "Create an EXT3 writable overlay image, or add one to a SIF image \
+    #[command(long_about = "Create an EXT3 writable overlay image, or add one to a SIF image \
                             as a partition. upper/ and work/ are owned by you. The space is \
-                            preallocated unless --sparse is given."
-    )]
+                            preallocated unless --sparse is given.")]
     Create(CreateArgs),
     /// Resize an EXT3 overlay image or SIF overlay partition
-    #[command(
-        long_about = "Grow or shrink an EXT3 overlay image, or the overlay partition \
+    #[command(long_about = "Grow or shrink an EXT3 overlay image, or the overlay partition \
                             of a SIF image, together with its filesystem (e2fsck -f, then \
-                            resize2fs). Refused while a container uses the overlay."
-    )]
+                            resize2fs). Refused while a container uses the overlay.")]
     Resize(ResizeArgs),
 }
 
@@ -62,11 +58,7 @@ struct ResizeArgs {
 pub fn run(args: OverlayArgs) -> CliResult {
     match args.command {
         OverlayCommand::Create(a) => {
-            let opts = CreateOptions {
-                size_mib: a.size,
-                sparse: a.sparse,
-                create_dirs: a.create_dir,
-            };
+            let opts = CreateOptions { size_mib: a.size, sparse: a.sparse, create_dirs: a.create_dir };
             overlay::create(&a.image, &opts)?;
         }
         OverlayCommand::Resize(a) => overlay::resize(&a.image, a.size, a.sparse)?,

@@ -12,8 +12,7 @@ use clap::{Args, Subcommand};
 use super::CliResult;
 use crate::confine;
 use crate::sif::{
-    display, Arch, CreateOptions, DataType, HashType, Link, NewObject, Partition, SbomFormat, Sif,
-    Source,
+    display, Arch, CreateOptions, DataType, HashType, Link, NewObject, Partition, SbomFormat, Sif, Source,
 };
 
 #[derive(Args, Debug)]
@@ -144,30 +143,20 @@ pub fn run(args: SifArgs) -> CliResult {
             }
         }
         SifCommand::Dump { id, sif_path } => dump(&id, &sif_path),
-        SifCommand::New {
-            sif_path,
-            deterministic,
-        } => new(&sif_path, deterministic),
+        SifCommand::New { sif_path, deterministic } => new(&sif_path, deterministic),
         SifCommand::Add(a) => add(a),
         SifCommand::Del { id, sif_path } => {
             let id = parse_id(&id)?;
             let (file, mut sif) = open_image(&sif_path, true, &[])?;
-            sif.delete_object(&file, id, None).map_err(|e| {
-                format!(
-                    "failed to delete object {id} from {}: {e}",
-                    sif_path.display()
-                )
-            })?;
+            sif.delete_object(&file, id, None)
+                .map_err(|e| format!("failed to delete object {id} from {}: {e}", sif_path.display()))?;
             Ok(0)
         }
         SifCommand::Setprim { id, sif_path } => {
             let id = parse_id(&id)?;
             let (file, mut sif) = open_image(&sif_path, true, &[])?;
             sif.set_primary(&file, id, None).map_err(|e| {
-                format!(
-                    "failed to set object {id} as primary partition of {}: {e}",
-                    sif_path.display()
-                )
+                format!("failed to set object {id} as primary partition of {}: {e}", sif_path.display())
             })?;
             Ok(0)
         }
@@ -176,8 +165,7 @@ pub fn run(args: SifArgs) -> CliResult {
 
 /// `strconv.ParseUint(s, 10, 32)`.
 fn parse_id(s: &str) -> Result<u32, String> {
-    s.parse::<u32>()
-        .map_err(|e| format!("while converting id: invalid object ID {s:?}: {e}"))
+    s.parse::<u32>().map_err(|e| format!("while converting id: invalid object ID {s:?}: {e}"))
 }
 
 fn out(bytes: &[u8]) -> CliResult {
@@ -222,8 +210,7 @@ fn open_image(path: &Path, write: bool, also_read: &[&Path]) -> Result<(File, Si
     } else {
         confine::restrict_to(&[also_read, &[path]].concat(), &[]);
     }
-    let sif = Sif::read(&file)
-        .map_err(|e| format!("{} is not a valid SIF image: {e}", path.display()))?;
+    let sif = Sif::read(&file).map_err(|e| format!("{} is not a valid SIF image: {e}", path.display()))?;
     Ok((file, sif))
 }
 
@@ -240,12 +227,8 @@ fn dump(id: &str, path: &Path) -> CliResult {
     let mut at = d.offset;
     while at < d.end() {
         let n = buf.len().min((d.end() - at) as usize);
-        std::os::unix::fs::FileExt::read_exact_at(&file, &mut buf[..n], at).map_err(|e| {
-            format!(
-                "reading object {id} at offset {at} of {}: {e}",
-                path.display()
-            )
-        })?;
+        std::os::unix::fs::FileExt::read_exact_at(&file, &mut buf[..n], at)
+            .map_err(|e| format!("reading object {id} at offset {at} of {}: {e}", path.display()))?;
         o.write_all(&buf[..n])?;
         at += n as u64;
     }
@@ -254,11 +237,7 @@ fn dump(id: &str, path: &Path) -> CliResult {
 }
 
 fn new(path: &Path, deterministic: bool) -> CliResult {
-    let opts = if deterministic {
-        CreateOptions::deterministic()
-    } else {
-        CreateOptions::new()?
-    };
+    let opts = if deterministic { CreateOptions::deterministic() } else { CreateOptions::new()? };
     let file = OpenOptions::new()
         .write(true)
         .create(true)
@@ -284,13 +263,11 @@ fn new_object(a: &AddArgs, dt: DataType) -> Result<NewObject, String> {
         DataType::Partition => {
             if a.parttype == 0 || a.partfs == 0 || a.partarch == 0 {
                 return Err(
-                    "with partition datatype, --partfs, --parttype and --partarch must be passed"
-                        .into(),
+                    "with partition datatype, --partfs, --parttype and --partarch must be passed".into()
                 );
             }
-            let arch = Arch::from_number(a.partarch.into()).ok_or_else(|| {
-                format!("unknown architecture: unknown (--partarch {})", a.partarch)
-            })?;
+            let arch = Arch::from_number(a.partarch.into())
+                .ok_or_else(|| format!("unknown architecture: unknown (--partarch {})", a.partarch))?;
             Partition {
                 fstype: crate::sif::FsType::from_code(a.partfs),
                 parttype: crate::sif::PartType::from_code(a.parttype),
@@ -299,18 +276,14 @@ fn new_object(a: &AddArgs, dt: DataType) -> Result<NewObject, String> {
             .to_extra()
         }
         DataType::Signature => {
-            let fp = decode_hex(&a.signentity).map_err(|e| {
-                format!("failed to decode signing entity fingerprint: encoding/hex: {e}")
-            })?;
+            let fp = decode_hex(&a.signentity)
+                .map_err(|e| format!("failed to decode signing entity fingerprint: encoding/hex: {e}"))?;
             let hash = HashType::from_code(a.signhash);
             if matches!(hash, HashType::Other(_)) {
                 return Err(format!("invalid hash type: {}", a.signhash));
             }
             if fp.len() != 20 {
-                return Err(format!(
-                    "invalid signing entity fingerprint length: got {}, want 20",
-                    fp.len()
-                ));
+                return Err(format!("invalid signing entity fingerprint length: got {}, want 20", fp.len()));
             }
             let mut e = hash.code().to_le_bytes().to_vec();
             e.extend_from_slice(&fp);
@@ -340,9 +313,7 @@ fn new_object(a: &AddArgs, dt: DataType) -> Result<NewObject, String> {
 fn decode_hex(s: &str) -> Result<Vec<u8>, String> {
     let b = s.as_bytes();
     let digit = |i: usize| {
-        (b[i] as char)
-            .to_digit(16)
-            .ok_or_else(|| format!("invalid byte: U+{:04X} {:?}", b[i], b[i] as char))
+        (b[i] as char).to_digit(16).ok_or_else(|| format!("invalid byte: U+{:04X} {:?}", b[i], b[i] as char))
     };
     let mut out = Vec::with_capacity(b.len() / 2);
     for i in (0..b.len() / 2).map(|i| 2 * i) {
@@ -356,19 +327,11 @@ fn decode_hex(s: &str) -> Result<Vec<u8>, String> {
 }
 
 fn add(a: AddArgs) -> CliResult {
-    let dt =
-        DataType::from_cli(a.datatype).ok_or("-datatype flag is required with a valid range")?;
-    let data =
-        File::open(&a.object_path).map_err(|e| format!("open {}: {e}", a.object_path.display()))?;
+    let dt = DataType::from_cli(a.datatype).ok_or("-datatype flag is required with a valid range")?;
+    let data = File::open(&a.object_path).map_err(|e| format!("open {}: {e}", a.object_path.display()))?;
     let obj = new_object(&a, dt)?;
     let (file, mut sif) = open_image(&a.sif_path, true, &[&a.object_path])?;
     sif.add_object(&file, &obj, Source::File(&data), None)
-        .map_err(|e| {
-            format!(
-                "failed to add {} to {}: {e}",
-                a.object_path.display(),
-                a.sif_path.display()
-            )
-        })?;
+        .map_err(|e| format!("failed to add {} to {}: {e}", a.object_path.display(), a.sif_path.display()))?;
     Ok(0)
 }

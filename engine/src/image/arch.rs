@@ -181,8 +181,8 @@ mod tests {
     #[test]
     fn every_known_magic_is_20_bytes() {
         for arch in [
-            "386", "amd64", "arm", "armbe", "arm64", "arm64be", "s390x", "ppc64", "ppc64le",
-            "mips", "mipsle", "mips64", "mips64le", "riscv64",
+            "386", "amd64", "arm", "armbe", "arm64", "arm64be", "s390x", "ppc64", "ppc64le", "mips",
+            "mipsle", "mips64", "mips64le", "riscv64",
         ] {
             assert_eq!(elf_magic_hex(arch).unwrap().len(), 40, "{arch}");
         }

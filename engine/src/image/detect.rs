@@ -198,9 +198,7 @@ pub fn check_squashfs_header(buf: &[u8]) -> Result<Probe, HeaderError> {
     if squashfs_compression_name(compression).is_none() {
         return Err(HeaderError::UnknownCompression(compression));
     }
-    Ok(Probe::Found {
-        offset: offset as u64,
-    })
+    Ok(Probe::Found { offset: offset as u64 })
 }
 
 /// Apptainer's `CheckExt3Header`: ext magic at 1080 (after an optional launch header), a
@@ -221,18 +219,12 @@ pub fn check_ext3_header(buf: &[u8]) -> Result<Probe, HeaderError> {
         return Err(HeaderError::NotExt3(Ext3Problem::NoJournal));
     }
     if incompat & !EXT_INCOMPAT_ALLOWED != 0 {
-        return Err(HeaderError::NotExt3(Ext3Problem::Incompat(
-            incompat & !EXT_INCOMPAT_ALLOWED,
-        )));
+        return Err(HeaderError::NotExt3(Ext3Problem::Incompat(incompat & !EXT_INCOMPAT_ALLOWED)));
     }
     if ro_compat & !EXT_RO_COMPAT_ALLOWED != 0 {
-        return Err(HeaderError::NotExt3(Ext3Problem::RoCompat(
-            ro_compat & !EXT_RO_COMPAT_ALLOWED,
-        )));
+        return Err(HeaderError::NotExt3(Ext3Problem::RoCompat(ro_compat & !EXT_RO_COMPAT_ALLOWED)));
     }
-    Ok(Probe::Found {
-        offset: start as u64,
-    })
+    Ok(Probe::Found { offset: start as u64 })
 }
 
 /// What the first bytes of a regular file say it is.
@@ -304,10 +296,7 @@ mod tests {
     fn squashfs_refuses_unknown_compression_with_apptainers_text() {
         let err = check_squashfs_header(&squashfs(9)).unwrap_err();
         assert_eq!(err, HeaderError::UnknownCompression(9));
-        assert_eq!(
-            err.to_string(),
-            "corrupted image: unknown compression algorithm value 9"
-        );
+        assert_eq!(err.to_string(), "corrupted image: unknown compression algorithm value 9");
         assert!(check_squashfs_header(&squashfs(0)).is_err());
     }
 
@@ -325,22 +314,14 @@ mod tests {
         let mut b = header.to_vec();
         b.extend_from_slice(&squashfs(4));
         b.truncate(HEADER_LEN);
-        assert_eq!(
-            check_squashfs_header(&b),
-            Ok(Probe::Found {
-                offset: header.len() as u64
-            })
-        );
+        assert_eq!(check_squashfs_header(&b), Ok(Probe::Found { offset: header.len() as u64 }));
     }
 
     #[test]
     fn ext3_features_accepted_and_refused() {
         // mkfs.ext3 defaults: has_journal, ext_attr, resize_inode, dir_index; filetype,
         // sparse_super, large_file.
-        assert_eq!(
-            check_ext3_header(&ext(0x3c, 0x2, 0x3)),
-            Ok(Probe::Found { offset: 0 })
-        );
+        assert_eq!(check_ext3_header(&ext(0x3c, 0x2, 0x3)), Ok(Probe::Found { offset: 0 }));
         assert_eq!(
             check_ext3_header(&ext(0x4, 0x2 | 0x4 | 0x10, 0x1 | 0x2 | 0x4)),
             Ok(Probe::Found { offset: 0 })
@@ -366,10 +347,7 @@ mod tests {
     fn ext3_error_text_starts_with_apptainers() {
         let err = check_ext3_header(&ext(0x3c, 0x2c2, 0x3)).unwrap_err();
         let text = err.to_string();
-        assert!(
-            text.starts_with("file is not a valid ext3 image ("),
-            "{text}"
-        );
+        assert!(text.starts_with("file is not a valid ext3 image ("), "{text}");
         assert!(text.contains("extent, 64bit, flex_bg"), "{text}");
         let err = check_ext3_header(&ext(0x38, 0x2, 0x3)).unwrap_err();
         assert!(err.to_string().contains("no journal"), "{err}");
@@ -393,10 +371,7 @@ mod tests {
         assert_eq!(detect_format(&b), Ok(Some(FileFormat::Sif)));
         // Without SIF_MAGIC: squashfs wins over ext3.
         b[100..109].copy_from_slice(&[0; 9]);
-        assert_eq!(
-            detect_format(&b),
-            Ok(Some(FileFormat::Squashfs { offset: 0 }))
-        );
+        assert_eq!(detect_format(&b), Ok(Some(FileFormat::Squashfs { offset: 0 })));
         // A squashfs with a bad compression stops detection even though ext3 would match.
         b[20..22].copy_from_slice(&77u16.to_le_bytes());
         assert_eq!(detect_format(&b), Err(HeaderError::UnknownCompression(77)));

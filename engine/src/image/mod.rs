@@ -149,25 +149,14 @@ pub enum ImageError {
     #[error("no root filesystem found in {0}")]
     NoRootFilesystem(PathBuf),
     #[error("could not read SIF {path}: {source}")]
-    Sif {
-        path: PathBuf,
-        source: crate::sif::SifError,
-    },
+    Sif { path: PathBuf, source: crate::sif::SifError },
     #[error("{path}: while checking system partition header (object {id}): {source}")]
-    SystemPartition {
-        path: PathBuf,
-        id: u32,
-        source: PartitionError,
-    },
+    SystemPartition { path: PathBuf, id: u32, source: PartitionError },
     #[error(
         "{path}: the image's architecture ({image}) could not run on the host's ({host}); \
          a persistent binfmt_misc emulator (qemu-user-static) would allow it"
     )]
-    Arch {
-        path: PathBuf,
-        image: String,
-        host: String,
-    },
+    Arch { path: PathBuf, image: String, host: String },
     #[error(
         "no SIF writable overlay partition found in {0}; add one with \
          'strata overlay create --size <MiB> {0}' or use --writable-tmpfs"
@@ -211,26 +200,16 @@ impl Image {
         // O_NONBLOCK so that a FIFO cannot hang us; cleared once we know it is a regular file.
         let file = open_with(&canonical, libc::O_NONBLOCK | libc::O_NOCTTY)
             .map_err(|e| open_error(&canonical, e))?;
-        let meta = file.metadata().map_err(|e| ImageError::Read {
-            path: canonical.clone(),
-            source: e,
-        })?;
+        let meta = file.metadata().map_err(|e| ImageError::Read { path: canonical.clone(), source: e })?;
         if !meta.is_file() {
             return Err(ImageError::NotAFile(canonical));
         }
-        clear_nonblock(&file).map_err(|e| ImageError::Read {
-            path: canonical.clone(),
-            source: e,
-        })?;
+        clear_nonblock(&file).map_err(|e| ImageError::Read { path: canonical.clone(), source: e })?;
 
-        let header = read_header(&file).map_err(|e| ImageError::Read {
-            path: canonical.clone(),
-            source: e,
-        })?;
-        let format = detect::detect_format(&header).map_err(|e| ImageError::BadHeader {
-            path: canonical.clone(),
-            source: e,
-        })?;
+        let header =
+            read_header(&file).map_err(|e| ImageError::Read { path: canonical.clone(), source: e })?;
+        let format = detect::detect_format(&header)
+            .map_err(|e| ImageError::BadHeader { path: canonical.clone(), source: e })?;
         let size = meta.len();
         let mut image = match format {
             None => return Err(ImageError::UnknownFormat(canonical)),
@@ -296,52 +275,35 @@ impl Image {
 
     /// The image's file name (Apptainer's `APPTAINER_NAME`).
     pub fn name(&self) -> String {
-        self.path
-            .file_name()
-            .map(|n| n.to_string_lossy().into_owned())
-            .unwrap_or_default()
+        self.path.file_name().map(|n| n.to_string_lossy().into_owned()).unwrap_or_default()
     }
 
     /// The root filesystem partition, or Apptainer's `no root filesystem found` (a SIF with no
     /// primary system partition). A sandbox has none either: check [`Image::kind`] first.
     pub fn rootfs(&self) -> Result<&Partition, ImageError> {
-        self.rootfs
-            .as_ref()
-            .ok_or_else(|| ImageError::NoRootFilesystem(self.path.clone()))
+        self.rootfs.as_ref().ok_or_else(|| ImageError::NoRootFilesystem(self.path.clone()))
     }
 
     /// The first ext3 overlay partition of a SIF: the one `--writable` writes into.
     pub fn writable_overlay(&self) -> Option<&SifPartition> {
-        self.overlays
-            .iter()
-            .find(|p| p.partition.fstype == FsType::Ext3)
+        self.overlays.iter().find(|p| p.partition.fstype == FsType::Ext3)
     }
 
     /// Replace the read-only descriptor by a read-write one on the same file.
     fn reopen_writable(&mut self, seen: &std::fs::Metadata) -> Result<(), ImageError> {
-        let rw = OpenOptions::new()
-            .read(true)
-            .write(true)
-            .custom_flags(libc::O_NOCTTY)
-            .open(&self.path)
-            .map_err(|e| match e.raw_os_error() {
-                Some(libc::EACCES) | Some(libc::EPERM) | Some(libc::ETXTBSY) => {
-                    ImageError::NotWritable(self.path.clone())
-                }
-                Some(libc::EROFS) => ImageError::ReadOnlyFilesystem(self.path.clone()),
-                _ => ImageError::Open {
-                    path: self.path.clone(),
-                    source: e,
+        let rw =
+            OpenOptions::new().read(true).write(true).custom_flags(libc::O_NOCTTY).open(&self.path).map_err(
+                |e| match e.raw_os_error() {
+                    Some(libc::EACCES) | Some(libc::EPERM) | Some(libc::ETXTBSY) => {
+                        ImageError::NotWritable(self.path.clone())
+                    }
+                    Some(libc::EROFS) => ImageError::ReadOnlyFilesystem(self.path.clone()),
+                    _ => ImageError::Open { path: self.path.clone(), source: e },
                 },
-            })?;
-        let now = rw.metadata().map_err(|e| ImageError::Read {
-            path: self.path.clone(),
-            source: e,
-        })?;
+            )?;
+        let now = rw.metadata().map_err(|e| ImageError::Read { path: self.path.clone(), source: e })?;
         if (now.dev(), now.ino()) != (seen.dev(), seen.ino()) {
-            return Err(ImageError::Changed {
-                path: self.path.clone(),
-            });
+            return Err(ImageError::Changed { path: self.path.clone() });
         }
         self.file = rw;
         self.writable = true;
@@ -356,19 +318,13 @@ pub fn detect(path: impl AsRef<Path>) -> Result<ImageKind, ImageError> {
 
 /// Open read-only, close-on-exec, with extra flags.
 fn open_with(path: &Path, flags: libc::c_int) -> io::Result<File> {
-    OpenOptions::new()
-        .read(true)
-        .custom_flags(flags | libc::O_CLOEXEC)
-        .open(path)
+    OpenOptions::new().read(true).custom_flags(flags | libc::O_CLOEXEC).open(path)
 }
 
 fn open_error(path: &Path, e: io::Error) -> ImageError {
     match e.raw_os_error() {
         Some(libc::EACCES) | Some(libc::EPERM) => ImageError::NotReadable(path.to_path_buf()),
-        _ => ImageError::Open {
-            path: path.to_path_buf(),
-            source: e,
-        },
+        _ => ImageError::Open { path: path.to_path_buf(), source: e },
     }
 }
 
@@ -408,9 +364,7 @@ fn lexical_absolute(path: &Path) -> PathBuf {
     let joined = if path.is_absolute() {
         path.to_path_buf()
     } else {
-        std::env::current_dir()
-            .map(|cwd| cwd.join(path))
-            .unwrap_or_else(|_| path.to_path_buf())
+        std::env::current_dir().map(|cwd| cwd.join(path)).unwrap_or_else(|_| path.to_path_buf())
     };
     let mut out = PathBuf::from("/");
     for c in joined.components() {
@@ -440,15 +394,9 @@ fn resolve(arg: &Path) -> Result<PathBuf, ImageError> {
                 .find(|p| std::fs::symlink_metadata(p).is_err() || std::fs::metadata(p).is_err())
                 .unwrap_or(&abs)
                 .to_path_buf();
-            Err(ImageError::NotFound {
-                arg: arg.display().to_string(),
-                missing,
-            })
+            Err(ImageError::NotFound { arg: arg.display().to_string(), missing })
         }
-        Err(e) => Err(ImageError::Resolve {
-            arg: arg.display().to_string(),
-            source: e,
-        }),
+        Err(e) => Err(ImageError::Resolve { arg: arg.display().to_string(), source: e }),
     }
 }
 

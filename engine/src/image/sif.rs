@@ -20,15 +20,11 @@ pub enum PartitionError {
          after it, {HEADER_LEN} are needed to check its header"
     )]
     Short { offset: u64, available: usize },
-    #[error(
-        "error while checking squashfs header: not a valid squashfs image (no squashfs magic)"
-    )]
+    #[error("error while checking squashfs header: not a valid squashfs image (no squashfs magic)")]
     NotSquashfs,
     #[error("error while checking squashfs header: {0}")]
     Squashfs(HeaderError),
-    #[error(
-        "error while checking ext3 header: file is not a valid ext3 image (no ext2/3/4 magic)"
-    )]
+    #[error("error while checking ext3 header: file is not a valid ext3 image (no ext2/3/4 magic)")]
     NotExt3Magic,
     #[error("error while checking ext3 header: {0}")]
     Ext3(HeaderError),
@@ -40,18 +36,11 @@ pub enum PartitionError {
 
 /// Check the first bytes of a partition against its declared filesystem (Apptainer's
 /// `checkPartitionType`), returning the filesystem to mount.
-pub fn check_partition(
-    file: &File,
-    fstype: sif::FsType,
-    offset: u64,
-) -> Result<FsType, PartitionError> {
-    let header = read_at_most(file, offset, HEADER_LEN)
-        .map_err(|source| PartitionError::Read { offset, source })?;
+pub fn check_partition(file: &File, fstype: sif::FsType, offset: u64) -> Result<FsType, PartitionError> {
+    let header =
+        read_at_most(file, offset, HEADER_LEN).map_err(|source| PartitionError::Read { offset, source })?;
     if header.len() < HEADER_LEN {
-        return Err(PartitionError::Short {
-            offset,
-            available: header.len(),
-        });
+        return Err(PartitionError::Short { offset, available: header.len() });
     }
     match fstype {
         sif::FsType::Squashfs => match detect::check_squashfs_header(&header) {
@@ -81,10 +70,7 @@ pub(super) struct SifLayout {
 
 /// Read the SIF on `file` and locate its partitions.
 pub(super) fn resolve(file: &File, path: &Path) -> Result<SifLayout, ImageError> {
-    let sif = Sif::read(file).map_err(|source| ImageError::Sif {
-        path: path.to_path_buf(),
-        source,
-    })?;
+    let sif = Sif::read(file).map_err(|source| ImageError::Sif { path: path.to_path_buf(), source })?;
     resolve_loaded(&sif, file, path)
 }
 
@@ -92,15 +78,9 @@ fn resolve_loaded(sif: &Sif, file: &File, path: &Path) -> Result<SifLayout, Imag
     let mut group = 0;
     let mut rootfs = None;
     if let Some(desc) = sif.primary_partition() {
-        let meta = desc
-            .partition()
-            .expect("a primary partition is a partition descriptor");
+        let meta = desc.partition().expect("a primary partition is a partition descriptor");
         let fstype = check_partition(file, meta.fstype, desc.offset).map_err(|source| {
-            ImageError::SystemPartition {
-                path: path.to_path_buf(),
-                id: desc.id,
-                source,
-            }
+            ImageError::SystemPartition { path: path.to_path_buf(), id: desc.id, source }
         })?;
         if meta.arch != Arch::Unknown && !arch::host_can_run(meta.arch.go_name()) {
             return Err(ImageError::Arch {
@@ -117,11 +97,7 @@ fn resolve_loaded(sif: &Sif, file: &File, path: &Path) -> Result<SifLayout, Imag
             desc.offset,
             desc.size
         );
-        rootfs = Some(Partition {
-            fstype,
-            offset: desc.offset,
-            size: desc.size,
-        });
+        rootfs = Some(Partition { fstype, offset: desc.offset, size: desc.size });
     } else {
         crate::debug!("{}: no primary system partition", path.display());
     }
@@ -150,23 +126,14 @@ fn resolve_loaded(sif: &Sif, file: &File, path: &Path) -> Result<SifLayout, Imag
         let fstype = match check_partition(file, meta.fstype, desc.offset) {
             Ok(fstype) => fstype,
             Err(e) => {
-                crate::debug!(
-                    "{}: skipping {} partition {}: {e}",
-                    path.display(),
-                    meta.parttype,
-                    desc.id
-                );
+                crate::debug!("{}: skipping {} partition {}: {e}", path.display(), meta.parttype, desc.id);
                 continue;
             }
         };
         let part = SifPartition {
             id: desc.id,
             name: desc.name.clone(),
-            partition: Partition {
-                fstype,
-                offset: desc.offset,
-                size: desc.size,
-            },
+            partition: Partition { fstype, offset: desc.offset, size: desc.size },
         };
         if overlay {
             overlays.push(part);
@@ -174,9 +141,5 @@ fn resolve_loaded(sif: &Sif, file: &File, path: &Path) -> Result<SifLayout, Imag
             data.push(part);
         }
     }
-    Ok(SifLayout {
-        rootfs,
-        overlays,
-        data,
-    })
+    Ok(SifLayout { rootfs, overlays, data })
 }

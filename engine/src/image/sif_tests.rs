@@ -28,12 +28,7 @@ const PART_DATA: i32 = 3;
 const PART_OVERLAY: i32 = 4;
 
 fn part(fs: i32, parttype: i32, arch: &'static str, group: u32, data: &[u8]) -> Obj {
-    Obj {
-        part: Some((fs, parttype, arch)),
-        group,
-        data: data.to_vec(),
-        name: "",
-    }
+    Obj { part: Some((fs, parttype, arch)), group, data: data.to_vec(), name: "" }
 }
 
 /// A SIF laid out as the reference library lays it out: header, 8 descriptor slots at 4096,
@@ -43,11 +38,7 @@ fn build_sif(objs: &[Obj]) -> Vec<u8> {
     let mut placed = Vec::new();
     let mut cursor = data_offset;
     for o in objs {
-        let off = if o.part.is_some() {
-            cursor.div_ceil(ALIGN) * ALIGN
-        } else {
-            cursor
-        };
+        let off = if o.part.is_some() { cursor.div_ceil(ALIGN) * ALIGN } else { cursor };
         placed.push(off);
         cursor = off + o.data.len();
     }
@@ -96,8 +87,7 @@ fn filesystems(dir: &Path) -> Result<Filesystems, String> {
     std::fs::create_dir_all(src.join("bin")).unwrap();
     std::fs::write(src.join("marker"), "rootfs").unwrap();
     let sq = dir.join("root.sqfs");
-    testutil::mksquashfs(&src, &sq)
-        .ok_or("mksquashfs not installed (apt-get install squashfs-tools)")?;
+    testutil::mksquashfs(&src, &sq).ok_or("mksquashfs not installed (apt-get install squashfs-tools)")?;
     let e3 = dir.join("overlay.ext3");
     testutil::mkfs("ext3", &e3, 4).ok_or("mkfs.ext3 not installed (apt-get install e2fsprogs)")?;
     let e4 = dir.join("overlay.ext4");
@@ -151,10 +141,8 @@ fn busybox_sif_has_an_amd64_squashfs_root() {
     // Writable needs an overlay partition to write into.
     let err = Image::open(&path, true).unwrap_err();
     assert!(
-        err.to_string().starts_with(&format!(
-            "no SIF writable overlay partition found in {}",
-            path.display()
-        )),
+        err.to_string()
+            .starts_with(&format!("no SIF writable overlay partition found in {}", path.display())),
         "{err}"
     );
 }
@@ -178,9 +166,7 @@ fn reference_sif_images() {
         match name.as_str() {
             // root.squashfs (zlib) as a 386 primary partition at 36864; the Raw System partition
             // and the group-2 ext2 "Ext3" System partition are neither overlay nor data.
-            n if (n.starts_with("one-group") || n.starts_with("two-groups"))
-                && !n.contains("legacy") =>
-            {
+            n if (n.starts_with("one-group") || n.starts_with("two-groups")) && !n.contains("legacy") => {
                 if !arch::host_can_run("386") {
                     assert!(matches!(result, Err(ImageError::Arch { .. })), "{name}");
                     continue;
@@ -189,11 +175,7 @@ fn reference_sif_images() {
                 assert_eq!(image.kind, ImageKind::Sif, "{name}");
                 assert_eq!(
                     image.rootfs,
-                    Some(Partition {
-                        fstype: FsType::Squashfs,
-                        offset: 36864,
-                        size: 4096
-                    }),
+                    Some(Partition { fstype: FsType::Squashfs, offset: 36864, size: 4096 }),
                     "{name}"
                 );
                 assert!(image.overlays.is_empty(), "{name}");
@@ -205,11 +187,7 @@ fn reference_sif_images() {
                 assert!(
                     matches!(
                         err,
-                        ImageError::SystemPartition {
-                            id: 2,
-                            source: PartitionError::NotSquashfs,
-                            ..
-                        }
+                        ImageError::SystemPartition { id: 2, source: PartitionError::NotSquashfs, .. }
                     ),
                     "{name}: {err}"
                 );
@@ -227,18 +205,11 @@ fn reference_sif_images() {
                 assert_eq!(image.kind, ImageKind::Sif, "{name}");
                 assert!(image.rootfs.is_none(), "{name}");
                 let err = image.rootfs().unwrap_err();
-                assert_eq!(
-                    err.to_string(),
-                    format!("no root filesystem found in {}", path.display())
-                );
+                assert_eq!(err.to_string(), format!("no root filesystem found in {}", path.display()));
             }
         }
     }
-    assert!(
-        seen >= 5,
-        "only {seen} reference images in {}",
-        images.display()
-    );
+    assert!(seen >= 5, "only {seen} reference images in {}", images.display());
 }
 
 #[test]
@@ -250,19 +221,14 @@ fn overlays_follow_apptainers_group_and_header_rules() {
     };
     let host = arch::host_arch();
     let mut objs = vec![
-        Obj {
-            part: None,
-            group: 1,
-            data: b"{}".to_vec(),
-            name: "inspect-metadata.json",
-        },
+        Obj { part: None, group: 1, data: b"{}".to_vec(), name: "inspect-metadata.json" },
         part(FS_SQUASH, PART_PRIMSYS, host_code(host), 1, &fs.squashfs), // 2: root
-        part(FS_EXT3, PART_OVERLAY, "02", 1, &fs.ext3), // 3: used (arch not checked)
-        part(FS_EXT3, PART_OVERLAY, host_code(host), 2, &fs.ext3), // 4: other group
-        part(FS_EXT3, PART_OVERLAY, host_code(host), 1, &fs.ext4), // 5: ext4: skipped
+        part(FS_EXT3, PART_OVERLAY, "02", 1, &fs.ext3),                  // 3: used (arch not checked)
+        part(FS_EXT3, PART_OVERLAY, host_code(host), 2, &fs.ext3),       // 4: other group
+        part(FS_EXT3, PART_OVERLAY, host_code(host), 1, &fs.ext4),       // 5: ext4: skipped
         part(FS_SQUASH, PART_OVERLAY, host_code(host), 1, &fs.squashfs), // 6: used
-        part(FS_EXT3, PART_DATA, host_code(host), 3, &fs.ext3), // 7: data, any group
-        part(FS_RAW, PART_DATA, host_code(host), 1, b"raw bytes"), // 8: raw data: skipped
+        part(FS_EXT3, PART_DATA, host_code(host), 3, &fs.ext3),          // 7: data, any group
+        part(FS_RAW, PART_DATA, host_code(host), 1, b"raw bytes"),       // 8: raw data: skipped
     ];
     objs[2].name = "overlay";
     let bytes = build_sif(&objs);
@@ -284,11 +250,7 @@ fn overlays_follow_apptainers_group_and_header_rules() {
     assert_eq!(image.overlays[0].name, "overlay");
     assert_eq!(
         image.overlays[0].partition,
-        Partition {
-            fstype: FsType::Ext3,
-            offset: offset_of(&bytes, 3),
-            size: fs.ext3.len() as u64
-        }
+        Partition { fstype: FsType::Ext3, offset: offset_of(&bytes, 3), size: fs.ext3.len() as u64 }
     );
     assert_eq!(image.overlays[1].partition.fstype, FsType::Squashfs);
     assert_eq!(image.writable_overlay().map(|p| p.id), Some(3));
@@ -344,11 +306,8 @@ fn a_bad_primary_partition_is_fatal() {
     let code = host_code(arch::host_arch());
 
     // Declared ext3, really ext4.
-    let path = write(
-        tmp.path(),
-        "ext4-root.sif",
-        &build_sif(&[part(FS_EXT3, PART_PRIMSYS, code, 1, &fs.ext4)]),
-    );
+    let path =
+        write(tmp.path(), "ext4-root.sif", &build_sif(&[part(FS_EXT3, PART_PRIMSYS, code, 1, &fs.ext4)]));
     let err = Image::open(&path, false).unwrap_err();
     let text = err.to_string();
     assert!(
@@ -362,17 +321,9 @@ fn a_bad_primary_partition_is_fatal() {
     // Declared squashfs, with a compression nobody knows.
     let mut bad = fs.squashfs.clone();
     bad[20..22].copy_from_slice(&11u16.to_le_bytes());
-    let path = write(
-        tmp.path(),
-        "bad-comp.sif",
-        &build_sif(&[part(FS_SQUASH, PART_PRIMSYS, code, 1, &bad)]),
-    );
+    let path = write(tmp.path(), "bad-comp.sif", &build_sif(&[part(FS_SQUASH, PART_PRIMSYS, code, 1, &bad)]));
     let err = Image::open(&path, false).unwrap_err();
-    assert!(
-        err.to_string()
-            .ends_with("corrupted image: unknown compression algorithm value 11"),
-        "{err}"
-    );
+    assert!(err.to_string().ends_with("corrupted image: unknown compression algorithm value 11"), "{err}");
 
     // An encrypted root cannot be mounted by strata.
     let path = write(
@@ -381,18 +332,11 @@ fn a_bad_primary_partition_is_fatal() {
         &build_sif(&[part(FS_ENCRYPTED, PART_PRIMSYS, code, 1, &fs.squashfs)]),
     );
     let err = Image::open(&path, false).unwrap_err();
-    assert!(
-        err.to_string()
-            .contains("Encrypted squashfs partitions cannot be mounted by strata"),
-        "{err}"
-    );
+    assert!(err.to_string().contains("Encrypted squashfs partitions cannot be mounted by strata"), "{err}");
 
     // An ext3 root is itself writable: no overlay partition needed.
-    let path = write(
-        tmp.path(),
-        "ext3-root.sif",
-        &build_sif(&[part(FS_EXT3, PART_PRIMSYS, code, 1, &fs.ext3)]),
-    );
+    let path =
+        write(tmp.path(), "ext3-root.sif", &build_sif(&[part(FS_EXT3, PART_PRIMSYS, code, 1, &fs.ext3)]));
     let image = Image::open(&path, true).unwrap();
     assert_eq!(image.rootfs.unwrap().fstype, FsType::Ext3);
     assert!(image.writable);
@@ -405,21 +349,13 @@ fn a_foreign_architecture_is_refused() {
         Ok(fs) => fs,
         Err(why) => skip!("{why}"),
     };
-    let candidates = [
-        ("11", "s390x"),
-        ("06", "ppc64le"),
-        ("12", "riscv64"),
-        ("04", "arm64"),
-        ("02", "amd64"),
-    ];
+    let candidates =
+        [("11", "s390x"), ("06", "ppc64le"), ("12", "riscv64"), ("04", "arm64"), ("02", "amd64")];
     let Some((code, name)) = candidates.iter().find(|(_, n)| !arch::host_can_run(n)) else {
         skip!("this host runs every candidate architecture (binfmt_misc emulators)")
     };
-    let path = write(
-        tmp.path(),
-        "foreign.sif",
-        &build_sif(&[part(FS_SQUASH, PART_PRIMSYS, code, 1, &fs.squashfs)]),
-    );
+    let path =
+        write(tmp.path(), "foreign.sif", &build_sif(&[part(FS_SQUASH, PART_PRIMSYS, code, 1, &fs.squashfs)]));
     let err = Image::open(&path, false).unwrap_err();
     assert!(
         err.to_string().contains(&format!(
@@ -447,11 +383,7 @@ fn a_corrupt_sif_table_is_reported_with_the_file() {
     let path = write(tmp.path(), "corrupt.sif", &bytes);
     let err = Image::open(&path, false).unwrap_err();
     assert!(matches!(err, ImageError::Sif { .. }), "{err}");
-    assert!(
-        err.to_string()
-            .starts_with(&format!("could not read SIF {}: ", path.display())),
-        "{err}"
-    );
+    assert!(err.to_string().starts_with(&format!("could not read SIF {}: ", path.display())), "{err}");
 }
 
 /// The SIF arch code of a Go arch name.

@@ -85,10 +85,7 @@ fn a_missing_path_gives_apptainers_message_naming_the_first_missing_component() 
     let link = base.join("dangling");
     std::os::unix::fs::symlink(base.join("gone"), &link).unwrap();
     let err = Image::open(&link, false).unwrap_err();
-    assert!(
-        matches!(&err, ImageError::NotFound { missing, .. } if *missing == link),
-        "{err}"
-    );
+    assert!(matches!(&err, ImageError::NotFound { missing, .. } if *missing == link), "{err}");
 }
 
 #[test]
@@ -105,16 +102,10 @@ fn an_unknown_file_is_not_recognized() {
     // Shorter than the 2048 bytes Apptainer reads: nothing matches, even a SIF magic.
     let short = tmp.path().join("short.sif");
     std::fs::write(&short, b"SIF_MAGIC").unwrap();
-    assert!(matches!(
-        Image::open(&short, false).unwrap_err(),
-        ImageError::UnknownFormat(_)
-    ));
+    assert!(matches!(Image::open(&short, false).unwrap_err(), ImageError::UnknownFormat(_)));
     let empty = tmp.path().join("empty");
     std::fs::write(&empty, b"").unwrap();
-    assert!(matches!(
-        Image::open(&empty, false).unwrap_err(),
-        ImageError::UnknownFormat(_)
-    ));
+    assert!(matches!(Image::open(&empty, false).unwrap_err(), ImageError::UnknownFormat(_)));
 }
 
 #[test]
@@ -137,14 +128,7 @@ fn a_squashfs_image_is_the_whole_file() {
     let len = std::fs::metadata(&img).unwrap().len();
     let image = Image::open(&img, false).unwrap();
     assert_eq!(image.kind, ImageKind::Squashfs);
-    assert_eq!(
-        image.rootfs,
-        Some(Partition {
-            fstype: FsType::Squashfs,
-            offset: 0,
-            size: len
-        })
-    );
+    assert_eq!(image.rootfs, Some(Partition { fstype: FsType::Squashfs, offset: 0, size: len }));
     assert_eq!(access_mode(&image.file), libc::O_RDONLY);
     assert!(cloexec(&image.file));
     assert!(!fd_flags(&image.file).contains(nix::fcntl::OFlag::O_NONBLOCK));
@@ -178,11 +162,7 @@ fn a_squashfs_with_an_unknown_compression_is_corrupted() {
     f.write_all_at(&42u16.to_le_bytes(), 20).unwrap();
     drop(f);
     let err = Image::open(&img, false).unwrap_err();
-    assert!(
-        err.to_string()
-            .ends_with("corrupted image: unknown compression algorithm value 42"),
-        "{err}"
-    );
+    assert!(err.to_string().ends_with("corrupted image: unknown compression algorithm value 42"), "{err}");
 }
 
 #[test]
@@ -200,11 +180,7 @@ fn a_squashfs_behind_a_legacy_launch_header_starts_after_it() {
     let image = Image::open(&legacy, false).unwrap();
     assert_eq!(
         image.rootfs,
-        Some(Partition {
-            fstype: FsType::Squashfs,
-            offset: header.len() as u64,
-            size: body.len() as u64
-        })
+        Some(Partition { fstype: FsType::Squashfs, offset: header.len() as u64, size: body.len() as u64 })
     );
 }
 
@@ -217,14 +193,7 @@ fn an_ext3_image_is_accepted_read_only_and_writable() {
     }
     let image = Image::open(&img, false).unwrap();
     assert_eq!(image.kind, ImageKind::Ext3);
-    assert_eq!(
-        image.rootfs,
-        Some(Partition {
-            fstype: FsType::Ext3,
-            offset: 0,
-            size: 8 << 20
-        })
-    );
+    assert_eq!(image.rootfs, Some(Partition { fstype: FsType::Ext3, offset: 0, size: 8 << 20 }));
     assert_eq!(access_mode(&image.file), libc::O_RDONLY);
 
     let image = Image::open(&img, true).unwrap();
@@ -243,10 +212,7 @@ fn ext4_and_ext2_images_are_not_valid_ext3() {
         }
         let err = Image::open(&img, false).unwrap_err();
         let text = err.to_string();
-        assert!(
-            text.contains(": file is not a valid ext3 image ("),
-            "{fs}: {text}"
-        );
+        assert!(text.contains(": file is not a valid ext3 image ("), "{fs}: {text}");
         assert!(text.contains(why), "{fs}: {text}");
     }
 }
@@ -261,20 +227,14 @@ fn unreadable_and_unwritable_images_as_an_unprivileged_user() {
         let err = Image::open(&unreadable, false).unwrap_err();
         assert_eq!(
             err.to_string(),
-            format!(
-                "{} is not readable by the current user, check permissions",
-                unreadable.display()
-            )
+            format!("{} is not readable by the current user, check permissions", unreadable.display())
         );
         let image = Image::open(&readonly, false).unwrap();
         assert_eq!(image.kind, ImageKind::Ext3);
         let err = Image::open(&readonly, true).unwrap_err();
         assert_eq!(
             err.to_string(),
-            format!(
-                "could not use {} for writing, you don't have write permissions",
-                readonly.display()
-            )
+            format!("could not use {} for writing, you don't have write permissions", readonly.display())
         );
         let err = Image::open(dir.join("locked/image.img"), false).unwrap_err();
         assert!(matches!(err, ImageError::Resolve { .. }), "{err}");
@@ -296,8 +256,7 @@ fn unreadable_and_unwritable_images_as_an_unprivileged_user() {
     std::fs::create_dir(dir.join("locked")).unwrap();
     std::fs::set_permissions(dir.join("locked"), std::fs::Permissions::from_mode(0o700)).unwrap();
 
-    let out = match testutil::rerun_as_user(TEST, 65534, &[("FIXTURE_DIR", dir.to_str().unwrap())])
-    {
+    let out = match testutil::rerun_as_user(TEST, 65534, &[("FIXTURE_DIR", dir.to_str().unwrap())]) {
         Ok(out) => out,
         Err(why) => skip!("{why}"),
     };

@@ -108,12 +108,7 @@ impl ActionScript {
 
     /// The argv to execute in the container: `/bin/sh -c SCRIPT strata ARGS...`.
     pub fn argv(&self, args: &[String]) -> Vec<String> {
-        let mut argv = vec![
-            SHELL.to_string(),
-            "-c".to_string(),
-            self.script(),
-            ARGV0.to_string(),
-        ];
+        let mut argv = vec![SHELL.to_string(), "-c".to_string(), self.script(), ARGV0.to_string()];
         argv.extend(args.iter().cloned());
         argv
     }

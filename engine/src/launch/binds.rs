@@ -166,30 +166,19 @@ pub enum BindError {
     #[error("while getting stat for {path}: {source}")]
     SourceStat { path: PathBuf, source: io::Error },
     #[error("bad bind destination in {spec:?}: {source}")]
-    Dest {
-        spec: String,
-        source: ContainerPathError,
-    },
+    Dest { spec: String, source: ContainerPathError },
     #[error("bad bind destination in {spec:?}: a bind mount cannot replace the container's /")]
     DestRoot { spec: String },
-    #[error(
-        "home argument has incorrect number of elements: {count} (in {spec:?}; use src[:dst])"
-    )]
+    #[error("home argument has incorrect number of elements: {count} (in {spec:?}; use src[:dst])")]
     HomeElements { spec: String, count: usize },
     #[error("home directory {0} doesn't exist")]
     HomeMissing(PathBuf),
     #[error("home directory {0} is not a directory")]
     HomeNotDirectory(PathBuf),
     #[error("bad home destination in {spec:?}: {source}")]
-    HomeDest {
-        spec: String,
-        source: ContainerPathError,
-    },
+    HomeDest { spec: String, source: ContainerPathError },
     #[error("bad --pwd {path:?}: {source}")]
-    Pwd {
-        path: String,
-        source: ContainerPathError,
-    },
+    Pwd { path: String, source: ContainerPathError },
 }
 
 /// Split on unescaped `sep`; `\sep` becomes a literal `sep`, other backslashes stay.
@@ -241,12 +230,7 @@ fn apply_option(bind: &mut RawBind, option: &str) -> Result<(), BindError> {
                 spec: bind.spec.clone(),
             })
         }
-        o => {
-            return Err(BindError::InvalidOption {
-                option: o.to_string(),
-                spec: bind.spec.clone(),
-            })
-        }
+        o => return Err(BindError::InvalidOption { option: o.to_string(), spec: bind.spec.clone() }),
     }
     Ok(())
 }
@@ -281,10 +265,7 @@ pub fn parse_bind_list(value: &str) -> Result<Vec<RawBind>, BindError> {
         }
         let source = fields[0].trim().to_string();
         if source.is_empty() {
-            return Err(BindError::Syntax {
-                spec: item.to_string(),
-                problem: "the source is empty".into(),
-            });
+            return Err(BindError::Syntax { spec: item.to_string(), problem: "the source is empty".into() });
         }
         let dest = match fields.get(1).map(|d| d.trim()) {
             None => None,
@@ -296,12 +277,7 @@ pub fn parse_bind_list(value: &str) -> Result<Vec<RawBind>, BindError> {
             }
             Some(d) => Some(d.to_string()),
         };
-        let mut bind = RawBind {
-            spec: item.to_string(),
-            source,
-            dest,
-            readonly: false,
-        };
+        let mut bind = RawBind { spec: item.to_string(), source, dest, readonly: false };
         takes_options = false;
         if let Some(options) = fields.get(2) {
             let option = options.trim();
@@ -343,34 +319,19 @@ impl RawBind {
         let abs = absolute(&self.source, cwd);
         let source = match std::fs::canonicalize(&abs) {
             Ok(p) => p,
-            Err(e) if e.kind() == io::ErrorKind::NotFound => {
-                return Err(BindError::SourceMissing(abs))
-            }
-            Err(e) => {
-                return Err(BindError::SourceStat {
-                    path: abs,
-                    source: e,
-                })
-            }
+            Err(e) if e.kind() == io::ErrorKind::NotFound => return Err(BindError::SourceMissing(abs)),
+            Err(e) => return Err(BindError::SourceStat { path: abs, source: e }),
         };
         let dest_str = match &self.dest {
             Some(d) => d.clone(),
             None => abs.to_string_lossy().into_owned(),
         };
-        let dest = ContainerPath::new(&dest_str).map_err(|source| BindError::Dest {
-            spec: self.spec.clone(),
-            source,
-        })?;
+        let dest = ContainerPath::new(&dest_str)
+            .map_err(|source| BindError::Dest { spec: self.spec.clone(), source })?;
         if dest.is_root() {
-            return Err(BindError::DestRoot {
-                spec: self.spec.clone(),
-            });
+            return Err(BindError::DestRoot { spec: self.spec.clone() });
         }
-        Ok(BindSpec {
-            source,
-            dest,
-            readonly: self.readonly,
-        })
+        Ok(BindSpec { source, dest, readonly: self.readonly })
     }
 }
 
@@ -392,11 +353,7 @@ pub fn bind_env_values(getenv: impl Fn(&str) -> Option<String>) -> Vec<String> {
 
 /// All binds of a command: `-B` values first, then the environment's ([`bind_env_values`]),
 /// each checked. Relative sources are taken from `cwd`.
-pub fn resolve_binds(
-    cli: &[String],
-    env_values: &[String],
-    cwd: &Path,
-) -> Result<Vec<BindSpec>, BindError> {
+pub fn resolve_binds(cli: &[String], env_values: &[String], cwd: &Path) -> Result<Vec<BindSpec>, BindError> {
     let mut binds = Vec::new();
     for value in cli.iter().chain(env_values) {
         for raw in parse_bind_list(value)? {
@@ -440,75 +397,42 @@ pub fn resolve_home(
             crate::warning!("Skipping impossible home directory mount to '/'");
             None
         } else if !user_home.is_dir() {
-            crate::verbose!(
-                "home directory {} does not exist, not mounting it",
-                user_home.display()
-            );
+            crate::verbose!("home directory {} does not exist, not mounting it", user_home.display());
             None
         } else {
             Some(user_home.to_path_buf())
         };
-        return Ok(Home {
-            dest,
-            source,
-            custom: false,
-        });
+        return Ok(Home { dest, source, custom: false });
     };
 
     let fields = split_unescaped(spec, ':');
     if fields.len() > 2 || fields[0].is_empty() {
-        return Err(BindError::HomeElements {
-            spec: spec.to_string(),
-            count: fields.len(),
-        });
+        return Err(BindError::HomeElements { spec: spec.to_string(), count: fields.len() });
     }
     let abs = absolute(&fields[0], cwd);
-    let dest_str = fields
-        .get(1)
-        .cloned()
-        .unwrap_or_else(|| abs.to_string_lossy().into_owned());
-    let dest = ContainerPath::new(&dest_str).map_err(|source| BindError::HomeDest {
-        spec: spec.to_string(),
-        source,
-    })?;
+    let dest_str = fields.get(1).cloned().unwrap_or_else(|| abs.to_string_lossy().into_owned());
+    let dest = ContainerPath::new(&dest_str)
+        .map_err(|source| BindError::HomeDest { spec: spec.to_string(), source })?;
     if no_home {
-        return Ok(Home {
-            dest,
-            source: None,
-            custom: true,
-        });
+        return Ok(Home { dest, source: None, custom: true });
     }
     let source = match std::fs::canonicalize(&abs) {
         Ok(p) => p,
         Err(e) if e.kind() == io::ErrorKind::NotFound => return Err(BindError::HomeMissing(abs)),
-        Err(e) => {
-            return Err(BindError::SourceStat {
-                path: abs,
-                source: e,
-            })
-        }
+        Err(e) => return Err(BindError::SourceStat { path: abs, source: e }),
     };
     if !source.is_dir() {
         return Err(BindError::HomeNotDirectory(abs));
     }
     if dest.is_root() {
-        return Err(BindError::DestRoot {
-            spec: spec.to_string(),
-        });
+        return Err(BindError::DestRoot { spec: spec.to_string() });
     }
-    Ok(Home {
-        dest,
-        source: Some(source),
-        custom: true,
-    })
+    Ok(Home { dest, source: Some(source), custom: true })
 }
 
 /// `--pwd PATH`: the working directory inside the container.
 pub fn parse_pwd(path: &str) -> Result<ContainerPath, BindError> {
-    ContainerPath::new(path).map_err(|source| BindError::Pwd {
-        path: path.to_string(),
-        source,
-    })
+    ContainerPath::new(path).map_err(|source| BindError::Pwd { path: path.to_string(), source })
 }
 
 #[cfg(test)]
@@ -520,11 +444,7 @@ mod tests {
     }
 
     fn parsed(value: &str) -> Vec<(String, Option<String>, bool)> {
-        parse_bind_list(value)
-            .unwrap()
-            .into_iter()
-            .map(|b| (b.source, b.dest, b.readonly))
-            .collect()
+        parse_bind_list(value).unwrap().into_iter().map(|b| (b.source, b.dest, b.readonly)).collect()
     }
 
     #[test]
@@ -533,22 +453,13 @@ mod tests {
         assert_eq!(ContainerPath::new("/").unwrap().as_str(), "/");
         assert_eq!(ContainerPath::new("//.//").unwrap().as_str(), "/");
         assert!(ContainerPath::new("/").unwrap().is_root());
-        assert_eq!(
-            ContainerPath::new("a/b"),
-            Err(ContainerPathError::Relative("a/b".into()))
-        );
+        assert_eq!(ContainerPath::new("a/b"), Err(ContainerPathError::Relative("a/b".into())));
         assert_eq!(ContainerPath::new(""), Err(ContainerPathError::Empty));
-        assert_eq!(
-            ContainerPath::new("/a/../etc"),
-            Err(ContainerPathError::DotDot("/a/../etc".into()))
-        );
+        assert_eq!(ContainerPath::new("/a/../etc"), Err(ContainerPathError::DotDot("/a/../etc".into())));
         assert!(ContainerPath::new("/..").is_err());
         assert!(ContainerPath::new("/a\0b").is_err());
         // `..` as part of a name is fine.
-        assert_eq!(
-            ContainerPath::new("/a/..b/c..").unwrap().as_str(),
-            "/a/..b/c.."
-        );
+        assert_eq!(ContainerPath::new("/a/..b/c..").unwrap().as_str(), "/a/..b/c..");
         assert_eq!(
             ContainerPath::new("/a/../etc").unwrap_err().to_string(),
             "/a/../etc contains '..', which is not allowed in a path inside the container"
@@ -583,27 +494,14 @@ mod tests {
         assert_eq!(parsed("/data:/mnt:rw"), [raw("/data", Some("/mnt"), false)]);
         assert_eq!(
             parsed("/a,/b:/c, /d:/e:ro ,"),
-            [
-                raw("/a", None, false),
-                raw("/b", Some("/c"), false),
-                raw("/d", Some("/e"), true)
-            ]
+            [raw("/a", None, false), raw("/b", Some("/c"), false), raw("/d", Some("/e"), true)]
         );
         // Options continue the previous bind once it has an options field.
-        assert_eq!(
-            parsed("/a:/b:rw,ro,/c"),
-            [raw("/a", Some("/b"), true), raw("/c", None, false)]
-        );
+        assert_eq!(parsed("/a:/b:rw,ro,/c"), [raw("/a", Some("/b"), true), raw("/c", None, false)]);
         // A bare `ro` after a bind without options is a source named "ro".
-        assert_eq!(
-            parsed("/a:/b,ro"),
-            [raw("/a", Some("/b"), false), raw("ro", None, false)]
-        );
+        assert_eq!(parsed("/a:/b,ro"), [raw("/a", Some("/b"), false), raw("ro", None, false)]);
         // Escapes.
-        assert_eq!(
-            parsed(r"/with\,comma:/with\:colon:ro"),
-            [raw("/with,comma", Some("/with:colon"), true)]
-        );
+        assert_eq!(parsed(r"/with\,comma:/with\:colon:ro"), [raw("/with,comma", Some("/with:colon"), true)]);
         assert_eq!(parsed(""), []);
     }
 
@@ -618,22 +516,10 @@ mod tests {
             "rx is not a valid bind option (in \"/a:/b:rx\"); the options are ro and rw"
         );
         // Not an option name: a new bind whose source is "bogus=1" (it must then exist).
-        assert_eq!(
-            parsed("/a:/b:ro,bogus=1"),
-            [raw("/a", Some("/b"), true), raw("bogus=1", None, false)]
-        );
-        assert!(matches!(
-            parse_bind_list(":/b").unwrap_err(),
-            BindError::Syntax { .. }
-        ));
-        assert!(matches!(
-            parse_bind_list("/a:").unwrap_err(),
-            BindError::Syntax { .. }
-        ));
-        assert!(matches!(
-            parse_bind_list("/a:/b:").unwrap_err(),
-            BindError::Syntax { .. }
-        ));
+        assert_eq!(parsed("/a:/b:ro,bogus=1"), [raw("/a", Some("/b"), true), raw("bogus=1", None, false)]);
+        assert!(matches!(parse_bind_list(":/b").unwrap_err(), BindError::Syntax { .. }));
+        assert!(matches!(parse_bind_list("/a:").unwrap_err(), BindError::Syntax { .. }));
+        assert!(matches!(parse_bind_list("/a:/b:").unwrap_err(), BindError::Syntax { .. }));
         let err = parse_bind_list("img.sqfs:/data:image-src=/").unwrap_err();
         assert!(matches!(err, BindError::Unsupported { .. }), "{err}");
         let err = parse_bind_list("img.sif:/data:ro,id=4").unwrap_err();
@@ -654,43 +540,21 @@ mod tests {
         assert_eq!(spec.dest.as_path(), base.join("link"));
         assert!(!spec.readonly);
 
-        let spec = parse_bind_list("data:/mnt/d/:ro").unwrap()[0]
-            .resolve(&base)
-            .unwrap();
+        let spec = parse_bind_list("data:/mnt/d/:ro").unwrap()[0].resolve(&base).unwrap();
         assert_eq!(spec.dest.as_str(), "/mnt/d");
         assert!(spec.readonly);
 
-        let err = parse_bind_list("missing:/mnt").unwrap()[0]
-            .resolve(&base)
-            .unwrap_err();
-        assert_eq!(
-            err.to_string(),
-            format!(
-                "mount source {} doesn't exist",
-                base.join("missing").display()
-            )
-        );
+        let err = parse_bind_list("missing:/mnt").unwrap()[0].resolve(&base).unwrap_err();
+        assert_eq!(err.to_string(), format!("mount source {} doesn't exist", base.join("missing").display()));
 
-        let err = parse_bind_list("data:relative").unwrap()[0]
-            .resolve(&base)
-            .unwrap_err();
+        let err = parse_bind_list("data:relative").unwrap()[0].resolve(&base).unwrap_err();
         assert_eq!(
             err.to_string(),
             "bad bind destination in \"data:relative\": relative is not an absolute path"
         );
-        let err = parse_bind_list("data:/x/../../etc").unwrap()[0]
-            .resolve(&base)
-            .unwrap_err();
-        assert!(matches!(
-            err,
-            BindError::Dest {
-                source: ContainerPathError::DotDot(_),
-                ..
-            }
-        ));
-        let err = parse_bind_list("data:/").unwrap()[0]
-            .resolve(&base)
-            .unwrap_err();
+        let err = parse_bind_list("data:/x/../../etc").unwrap()[0].resolve(&base).unwrap_err();
+        assert!(matches!(err, BindError::Dest { source: ContainerPathError::DotDot(_), .. }));
+        let err = parse_bind_list("data:/").unwrap()[0].resolve(&base).unwrap_err();
         assert!(matches!(err, BindError::DestRoot { .. }), "{err}");
     }
 
@@ -758,11 +622,7 @@ mod tests {
         assert_eq!(home.dest.as_str(), "/home/e2e");
         // Errors.
         let err = resolve_home(Some("a:b:c"), false, Path::new("/x"), &base).unwrap_err();
-        assert!(
-            err.to_string()
-                .starts_with("home argument has incorrect number of elements: 3"),
-            "{err}"
-        );
+        assert!(err.to_string().starts_with("home argument has incorrect number of elements: 3"), "{err}");
         let err = resolve_home(Some("missing"), false, Path::new("/x"), &base).unwrap_err();
         assert!(matches!(err, BindError::HomeMissing(_)), "{err}");
         let err = resolve_home(Some("file"), false, Path::new("/x"), &base).unwrap_err();
@@ -777,10 +637,7 @@ mod tests {
     fn pwd_must_be_a_container_path() {
         assert_eq!(parse_pwd("/work//dir/").unwrap().as_str(), "/work/dir");
         let err = parse_pwd("work").unwrap_err();
-        assert_eq!(
-            err.to_string(),
-            "bad --pwd \"work\": work is not an absolute path"
-        );
+        assert_eq!(err.to_string(), "bad --pwd \"work\": work is not an absolute path");
         assert!(parse_pwd("/a/../b").is_err());
     }
 

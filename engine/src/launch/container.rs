@@ -35,10 +35,7 @@ pub enum LaunchError {
     #[error("{0}")]
     Policy(#[from] strata_config::ConfigError),
     #[error("could not open {path} to bind it into the container: {source}")]
-    OpenBind {
-        path: PathBuf,
-        source: std::io::Error,
-    },
+    OpenBind { path: PathBuf, source: std::io::Error },
     #[error("cannot find the current directory: {0}")]
     Cwd(std::io::Error),
     #[error("{0}")]
@@ -55,8 +52,8 @@ pub struct Request<'a> {
 
 /// Host directories never bound as the working directory (they would hide the image's own).
 const SYSTEM_DIRS: &[&str] = &[
-    "/", "/bin", "/boot", "/dev", "/etc", "/lib", "/lib32", "/lib64", "/opt", "/proc", "/root",
-    "/run", "/sbin", "/srv", "/sys", "/usr", "/var",
+    "/", "/bin", "/boot", "/dev", "/etc", "/lib", "/lib32", "/lib64", "/opt", "/proc", "/root", "/run",
+    "/sbin", "/srv", "/sys", "/usr", "/var",
 ];
 
 /// Files the plan names, kept open (and above the plan fd) until the starter takes them.
@@ -78,10 +75,7 @@ fn open_bind_source(path: &Path) -> Result<OwnedFd, LaunchError> {
         .custom_flags(libc::O_NOCTTY | libc::O_NONBLOCK)
         .open(path)
         .map(OwnedFd::from)
-        .map_err(|source| LaunchError::OpenBind {
-            path: path.to_path_buf(),
-            source,
-        })
+        .map_err(|source| LaunchError::OpenBind { path: path.to_path_buf(), source })
 }
 
 fn policy() -> Result<Policy, LaunchError> {
@@ -92,26 +86,14 @@ fn policy() -> Result<Policy, LaunchError> {
 /// The rootfs layer of an opened image.
 fn rootfs_layer(image: &Image, fd: i32) -> Result<Layer, LaunchError> {
     if image.kind == ImageKind::Sandbox {
-        return Ok(Layer {
-            fd,
-            kind: LayerKind::Dir,
-            offset: 0,
-            size: 0,
-            writable: false,
-        });
+        return Ok(Layer { fd, kind: LayerKind::Dir, offset: 0, size: 0, writable: false });
     }
     let part = image.rootfs()?;
     let kind = match part.fstype {
         FsType::Squashfs => LayerKind::Squashfs,
         FsType::Ext3 => LayerKind::Ext3,
     };
-    Ok(Layer {
-        fd,
-        kind,
-        offset: part.offset,
-        size: part.size,
-        writable: false,
-    })
+    Ok(Layer { fd, kind, offset: part.offset, size: part.size, writable: false })
 }
 
 fn is_within(path: &str, dir: &str) -> bool {
@@ -127,10 +109,7 @@ pub fn launch(req: Request<'_>) -> Result<std::convert::Infallible, LaunchError>
     let cwd = std::env::current_dir().map_err(LaunchError::Cwd)?;
     let mut files = Files::default();
 
-    let overlay_specs = overlays::parse(
-        &flags.overlay,
-        &overlays::env_values(|k| std::env::var(k).ok()),
-    )?;
+    let overlay_specs = overlays::parse(&flags.overlay, &overlays::env_values(|k| std::env::var(k).ok()))?;
     if flags.writable && !overlay_specs.is_empty() {
         return Err(overlays::OverlayError::WithWritable.into());
     }
@@ -165,34 +144,24 @@ pub fn launch(req: Request<'_>) -> Result<std::convert::Infallible, LaunchError>
     // Binds, in the order they are mounted: admin paths, tmp, home, cwd, the user's.
     let mut specs: Vec<BindSpec> = Vec::new();
     for bp in &policy.bind_paths {
-        let keep = !contain
-            || ["/etc/hosts", "/etc/localtime"].contains(&bp.source.to_str().unwrap_or(""));
+        let keep = !contain || ["/etc/hosts", "/etc/localtime"].contains(&bp.source.to_str().unwrap_or(""));
         if keep && bp.source.exists() {
             if let Ok(dest) = ContainerPath::new(&bp.destination.to_string_lossy()) {
-                specs.push(BindSpec {
-                    source: bp.source.clone(),
-                    dest,
-                    readonly: false,
-                });
+                specs.push(BindSpec { source: bp.source.clone(), dest, readonly: false });
             }
         }
     }
     if policy.config_resolv_conf && Path::new("/etc/resolv.conf").exists() {
         specs.push(BindSpec {
             source: "/etc/resolv.conf".into(),
-            dest: ContainerPath::new("/etc/resolv.conf")
-                .map_err(|e| LaunchError::Other(e.to_string()))?,
+            dest: ContainerPath::new("/etc/resolv.conf").map_err(|e| LaunchError::Other(e.to_string()))?,
             readonly: true,
         });
     }
     let mut mounts = Mounts {
         proc: true,
         sys: true,
-        dev: if contain {
-            DevMode::Minimal
-        } else {
-            DevMode::Full
-        },
+        dev: if contain { DevMode::Minimal } else { DevMode::Full },
         tmp_tmpfs: false,
         home_tmpfs: None,
     };
@@ -202,24 +171,17 @@ pub fn launch(req: Request<'_>) -> Result<std::convert::Infallible, LaunchError>
         } else {
             for d in ["/tmp", "/var/tmp"] {
                 if Path::new(d).is_dir() {
-                    let dest =
-                        ContainerPath::new(d).map_err(|e| LaunchError::Other(e.to_string()))?;
-                    specs.push(BindSpec {
-                        source: d.into(),
-                        dest,
-                        readonly: false,
-                    });
+                    let dest = ContainerPath::new(d).map_err(|e| LaunchError::Other(e.to_string()))?;
+                    specs.push(BindSpec { source: d.into(), dest, readonly: false });
                 }
             }
         }
     }
     let home_allowed = policy.mount_home && (!home.custom || policy.user_bind_control);
     match (&home.source, contain && !home.custom) {
-        (Some(src), false) if home_allowed => specs.push(BindSpec {
-            source: src.clone(),
-            dest: home.dest.clone(),
-            readonly: false,
-        }),
+        (Some(src), false) if home_allowed => {
+            specs.push(BindSpec { source: src.clone(), dest: home.dest.clone(), readonly: false })
+        }
         _ if !home.dest.is_root() && policy.mount_home => {
             mounts.home_tmpfs = Some(home.dest.as_str().to_string())
         }
@@ -233,21 +195,14 @@ pub fn launch(req: Request<'_>) -> Result<std::convert::Infallible, LaunchError>
         && !covered(&specs, &cwd_str)
     {
         if let Ok(dest) = ContainerPath::new(&cwd_str) {
-            specs.push(BindSpec {
-                source: cwd.clone(),
-                dest,
-                readonly: false,
-            });
+            specs.push(BindSpec { source: cwd.clone(), dest, readonly: false });
         }
     }
     // Binds so far are the system's (admin paths, tmp, home, cwd): skipped with a warning where
     // the image has no place for them; the user's own binds below must succeed.
     let system_binds = specs.len();
-    let user_binds = binds::resolve_binds(
-        &flags.bind,
-        &binds::bind_env_values(|k| std::env::var(k).ok()),
-        &cwd,
-    )?;
+    let user_binds =
+        binds::resolve_binds(&flags.bind, &binds::bind_env_values(|k| std::env::var(k).ok()), &cwd)?;
     if !user_binds.is_empty() && !policy.user_bind_control {
         for b in &user_binds {
             crate::warning!(
@@ -260,9 +215,7 @@ pub fn launch(req: Request<'_>) -> Result<std::convert::Infallible, LaunchError>
     }
     let mut plan_binds = Vec::new();
     for spec in &specs {
-        let fd = files
-            .add(open_bind_source(&spec.source)?)
-            .map_err(|e| LaunchError::Other(e.to_string()))?;
+        let fd = files.add(open_bind_source(&spec.source)?).map_err(|e| LaunchError::Other(e.to_string()))?;
         plan_binds.push(plan::Bind {
             fd,
             dest: spec.dest.as_str().to_string(),
@@ -306,12 +259,7 @@ pub fn launch(req: Request<'_>) -> Result<std::convert::Infallible, LaunchError>
             let (passwd, group) = identity.plan_entries();
             plan::Identity { passwd, group }
         }),
-        process: Process {
-            argv,
-            env: env.envp(),
-            cwd: pwd,
-            umask: current_umask(),
-        },
+        process: Process { argv, env: env.envp(), cwd: pwd, umask: current_umask() },
         log_level: crate::log::level() as i8,
     };
     crate::debug!("plan: {}", String::from_utf8_lossy(&plan.to_json()));

@@ -55,13 +55,8 @@ const ALWAYS_OMIT: &[&str] = &[
 ];
 
 /// Names `--env` / `*ENV_` may not set (they belong to the runtime).
-const NOT_OVERRIDABLE: &[&str] = &[
-    "HOME",
-    "APPTAINER_SHELL",
-    "APPTAINER_APPNAME",
-    "SINGULARITY_SHELL",
-    "SINGULARITY_APPNAME",
-];
+const NOT_OVERRIDABLE: &[&str] =
+    &["HOME", "APPTAINER_SHELL", "APPTAINER_APPNAME", "SINGULARITY_SHELL", "SINGULARITY_APPNAME"];
 
 /// Prefixes of the runtime's own settings: never forwarded into the container.
 const RUNTIME_PREFIXES: &[&str] = &["APPTAINER_", "SINGULARITY_", "STRATA_"];
@@ -125,16 +120,9 @@ pub enum EnvError {
     )]
     Name { name: String, origin: String },
     #[error("could not read environment file {path:?}: {source}")]
-    FileRead {
-        path: PathBuf,
-        source: std::io::Error,
-    },
+    FileRead { path: PathBuf, source: std::io::Error },
     #[error("{path}:{line}: {problem}")]
-    FileSyntax {
-        path: String,
-        line: usize,
-        problem: String,
-    },
+    FileSyntax { path: String, line: usize, problem: String },
 }
 
 /// The container's environment: unique names, each with its kind.
@@ -203,15 +191,8 @@ pub fn parse_env_file(
     origin: &str,
     lookup: &dyn Fn(&str) -> Option<String>,
 ) -> Result<Vec<(String, String)>, EnvError> {
-    EnvFileParser {
-        chars: content.chars().collect(),
-        pos: 0,
-        line: 1,
-        origin,
-        lookup,
-        assigned: Vec::new(),
-    }
-    .parse()
+    EnvFileParser { chars: content.chars().collect(), pos: 0, line: 1, origin, lookup, assigned: Vec::new() }
+        .parse()
 }
 
 struct EnvFileParser<'a> {
@@ -225,11 +206,7 @@ struct EnvFileParser<'a> {
 
 impl EnvFileParser<'_> {
     fn err(&self, problem: impl Into<String>) -> EnvError {
-        EnvError::FileSyntax {
-            path: self.origin.to_string(),
-            line: self.line,
-            problem: problem.into(),
-        }
+        EnvError::FileSyntax { path: self.origin.to_string(), line: self.line, problem: problem.into() }
     }
 
     fn peek(&self) -> Option<char> {
@@ -367,9 +344,8 @@ impl EnvFileParser<'_> {
                 }
                 Some('`') => return Err(self.command_substitution()),
                 Some(c @ ('|' | '&' | '<' | '>' | '(' | ')')) => {
-                    return Err(self.err(format!(
-                        "{c:?} outside quotes: environment files can only assign variables"
-                    )))
+                    return Err(self
+                        .err(format!("{c:?} outside quotes: environment files can only assign variables")))
                 }
                 Some(c) => {
                     self.bump();
@@ -377,11 +353,7 @@ impl EnvFileParser<'_> {
                 }
             }
         }
-        Ok(if assign {
-            Word::Assign(name, value)
-        } else {
-            Word::Plain(value)
-        })
+        Ok(if assign { Word::Assign(name, value) } else { Word::Plain(value) })
     }
 
     fn command_substitution(&self) -> EnvError {
@@ -487,8 +459,7 @@ impl ContainerEnv {
     /// Build the environment from the host's variables and the command line's options.
     /// Environment files are read here, as the user.
     pub fn build(host: &[(String, String)], opts: &EnvOptions) -> Result<ContainerEnv, EnvError> {
-        let host_map: BTreeMap<&str, &str> =
-            host.iter().map(|(k, v)| (k.as_str(), v.as_str())).collect();
+        let host_map: BTreeMap<&str, &str> = host.iter().map(|(k, v)| (k.as_str(), v.as_str())).collect();
 
         // 1. User values: prefixed host variables, then env files, then --env.
         let mut user: BTreeMap<String, String> = BTreeMap::new();
@@ -501,9 +472,7 @@ impl ContainerEnv {
                     continue;
                 }
                 if !is_name(key) {
-                    crate::warning!(
-                        "Ignoring environment variable {k}: {key:?} is not a valid name"
-                    );
+                    crate::warning!("Ignoring environment variable {k}: {key:?} is not a valid name");
                     continue;
                 }
                 let Some(key) = user_key(key, k) else {
@@ -528,10 +497,8 @@ impl ContainerEnv {
         }
         let lookup = |name: &str| host_map.get(name).map(|v| v.to_string());
         for path in &opts.env_files {
-            let content = std::fs::read_to_string(path).map_err(|source| EnvError::FileRead {
-                path: path.clone(),
-                source,
-            })?;
+            let content = std::fs::read_to_string(path)
+                .map_err(|source| EnvError::FileRead { path: path.clone(), source })?;
             crate::debug!("Setting environment variables from file {}", path.display());
             for (k, v) in parse_env_file(&content, &path.display().to_string(), &lookup)? {
                 if cli.iter().any(|(n, _)| *n == k) {
@@ -564,8 +531,8 @@ impl ContainerEnv {
             {
                 continue;
             }
-            let pass = ALWAYS_PASS.contains(&k.as_str())
-                || (!opts.cleanenv && !ALWAYS_OMIT.contains(&k.as_str()));
+            let pass =
+                ALWAYS_PASS.contains(&k.as_str()) || (!opts.cleanenv && !ALWAYS_OMIT.contains(&k.as_str()));
             if pass {
                 env.set(k, v, VarKind::Host);
             }
@@ -612,13 +579,7 @@ impl ContainerEnv {
     }
 
     fn set(&mut self, name: &str, value: &str, kind: VarKind) {
-        self.vars.insert(
-            name.to_string(),
-            EnvVar {
-                value: value.to_string(),
-                kind,
-            },
-        );
+        self.vars.insert(name.to_string(), EnvVar { value: value.to_string(), kind });
     }
 
     fn set_runtime(&mut self, name: &str, value: &str) {
@@ -647,18 +608,12 @@ impl ContainerEnv {
 
     /// The names of one kind, sorted.
     pub fn names(&self, kind: VarKind) -> impl Iterator<Item = &str> {
-        self.vars
-            .iter()
-            .filter(move |(_, v)| v.kind == kind)
-            .map(|(k, _)| k.as_str())
+        self.vars.iter().filter(move |(_, v)| v.kind == kind).map(|(k, _)| k.as_str())
     }
 
     /// The process environment for the plan, `NAME=value`, sorted by name.
     pub fn envp(&self) -> Vec<String> {
-        self.vars
-            .iter()
-            .map(|(k, v)| format!("{k}={}", v.value))
-            .collect()
+        self.vars.iter().map(|(k, v)| format!("{k}={}", v.value)).collect()
     }
 
     /// Set a variable by hand (the launcher's additions, tests).
@@ -669,10 +624,7 @@ impl ContainerEnv {
 
 /// The image name as `APPTAINER_NAME` gives it.
 pub fn image_name(image: &Path) -> String {
-    image
-        .file_name()
-        .map(|n| n.to_string_lossy().into_owned())
-        .unwrap_or_default()
+    image.file_name().map(|n| n.to_string_lossy().into_owned()).unwrap_or_default()
 }
 
 #[cfg(test)]

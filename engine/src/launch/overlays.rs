@@ -35,15 +35,10 @@ pub fn parse(cli: &[String], env: &[String]) -> Result<Vec<OverlaySpec>, Overlay
             let (path, readonly) = match item.rsplit_once(':') {
                 Some((p, "ro")) => (p, true),
                 Some((p, "rw")) => (p, false),
-                Some((_, opt)) if !opt.contains('/') => {
-                    return Err(OverlayError::BadOption(item.into()))
-                }
+                Some((_, opt)) if !opt.contains('/') => return Err(OverlayError::BadOption(item.into())),
                 _ => (item, false),
             };
-            out.push(OverlaySpec {
-                path: PathBuf::from(path),
-                readonly,
-            });
+            out.push(OverlaySpec { path: PathBuf::from(path), readonly });
         }
     }
     Ok(out)
@@ -65,11 +60,7 @@ pub struct OpenedLayer {
     pub layer: Layer,
 }
 
-fn partition_layer(
-    file: &std::fs::File,
-    p: &Partition,
-    writable: bool,
-) -> std::io::Result<OpenedLayer> {
+fn partition_layer(file: &std::fs::File, p: &Partition, writable: bool) -> std::io::Result<OpenedLayer> {
     let kind = match p.fstype {
         FsType::Squashfs => LayerKind::Squashfs,
         FsType::Ext3 => LayerKind::Ext3,
@@ -90,10 +81,7 @@ fn partition_layer(
 /// warning when the user cannot write it. A SIF contributes its overlay partitions.
 pub fn open(spec: &OverlaySpec) -> Result<Vec<OpenedLayer>, OverlayError> {
     let arg = spec.path.display().to_string();
-    let open_err = |source| OverlayError::Open {
-        arg: arg.clone(),
-        source,
-    };
+    let open_err = |source| OverlayError::Open { arg: arg.clone(), source };
     let image = if spec.readonly {
         Image::open(&spec.path, false).map_err(open_err)?
     } else {
@@ -102,40 +90,22 @@ pub fn open(spec: &OverlaySpec) -> Result<Vec<OpenedLayer>, OverlayError> {
             Err(ImageError::NotWritable(p))
             | Err(ImageError::ReadOnlyFilesystem(p))
             | Err(ImageError::SquashfsReadOnly(p)) => {
-                crate::warning!(
-                    "Overlay image {} is not writable, proceeding with read-only",
-                    p.display()
-                );
+                crate::warning!("Overlay image {} is not writable, proceeding with read-only", p.display());
                 Image::open(&spec.path, false).map_err(open_err)?
             }
-            Err(ImageError::NoWritableOverlay(_)) => {
-                Image::open(&spec.path, false).map_err(open_err)?
-            }
+            Err(ImageError::NoWritableOverlay(_)) => Image::open(&spec.path, false).map_err(open_err)?,
             Err(e) => return Err(open_err(e)),
         }
     };
-    let io = |e: std::io::Error| {
-        open_err(ImageError::Read {
-            path: image.path.clone(),
-            source: e,
-        })
-    };
+    let io = |e: std::io::Error| open_err(ImageError::Read { path: image.path.clone(), source: e });
     match image.kind {
         ImageKind::Sandbox => Ok(vec![OpenedLayer {
             file: image.file.try_clone().map_err(io)?,
-            layer: Layer {
-                fd: -1,
-                kind: LayerKind::Dir,
-                offset: 0,
-                size: 0,
-                writable: !spec.readonly,
-            },
+            layer: Layer { fd: -1, kind: LayerKind::Dir, offset: 0, size: 0, writable: !spec.readonly },
         }]),
         ImageKind::Squashfs | ImageKind::Ext3 => {
             let p = image.rootfs().map_err(open_err)?;
-            Ok(vec![
-                partition_layer(&image.file, p, image.writable).map_err(io)?
-            ])
+            Ok(vec![partition_layer(&image.file, p, image.writable).map_err(io)?])
         }
         ImageKind::Sif => {
             if image.overlays.is_empty() {
@@ -156,16 +126,8 @@ pub fn embedded(image: &Image, writable: bool) -> std::io::Result<Vec<OpenedLaye
     if image.kind != ImageKind::Sif {
         return Ok(Vec::new());
     }
-    let target = if writable {
-        image.writable_overlay().map(|o| o.id)
-    } else {
-        None
-    };
-    image
-        .overlays
-        .iter()
-        .map(|o| partition_layer(&image.file, &o.partition, Some(o.id) == target))
-        .collect()
+    let target = if writable { image.writable_overlay().map(|o| o.id) } else { None };
+    image.overlays.iter().map(|o| partition_layer(&image.file, &o.partition, Some(o.id) == target)).collect()
 }
 
 #[cfg(test)]
@@ -178,22 +140,10 @@ mod tests {
         assert_eq!(
             v,
             vec![
-                OverlaySpec {
-                    path: "e.img".into(),
-                    readonly: false
-                },
-                OverlaySpec {
-                    path: "a.img".into(),
-                    readonly: true
-                },
-                OverlaySpec {
-                    path: "b.img".into(),
-                    readonly: false
-                },
-                OverlaySpec {
-                    path: "/x/c".into(),
-                    readonly: false
-                },
+                OverlaySpec { path: "e.img".into(), readonly: false },
+                OverlaySpec { path: "a.img".into(), readonly: true },
+                OverlaySpec { path: "b.img".into(), readonly: false },
+                OverlaySpec { path: "/x/c".into(), readonly: false },
             ]
         );
         assert!(parse(&["a.img:rx".into()], &[]).is_err());

@@ -55,10 +55,7 @@ fn field_ok(s: &str) -> bool {
 impl PasswdEntry {
     /// The `/etc/passwd` line, without the newline.
     pub fn line(&self) -> String {
-        format!(
-            "{}:x:{}:{}:{}:{}:{}",
-            self.name, self.uid, self.gid, self.gecos, self.home, self.shell
-        )
+        format!("{}:x:{}:{}:{}:{}:{}", self.name, self.uid, self.gid, self.gecos, self.home, self.shell)
     }
 
     /// The entry for `uid` with the name `uid<N>`, for users the host cannot name.
@@ -77,10 +74,7 @@ impl PasswdEntry {
 impl GroupEntry {
     /// The group `gid<N>`, for groups the host cannot name.
     pub fn unnamed(gid: u32) -> GroupEntry {
-        GroupEntry {
-            name: format!("gid{gid}"),
-            gid,
-        }
+        GroupEntry { name: format!("gid{gid}"), gid }
     }
 }
 
@@ -95,24 +89,12 @@ pub fn lookup_user(uid: u32) -> Result<Option<PasswdEntry>, PasswdError> {
         let home = u.dir.to_string_lossy().into_owned();
         let shell = u.shell.to_string_lossy().into_owned();
         PasswdEntry {
-            name: if field_ok(&u.name) && !u.name.is_empty() {
-                u.name
-            } else {
-                fallback.name
-            },
+            name: if field_ok(&u.name) && !u.name.is_empty() { u.name } else { fallback.name },
             uid,
             gid: u.gid.as_raw(),
             gecos,
-            home: if field_ok(&home) && home.starts_with('/') {
-                home
-            } else {
-                fallback.home
-            },
-            shell: if field_ok(&shell) && !shell.is_empty() {
-                shell
-            } else {
-                fallback.shell
-            },
+            home: if field_ok(&home) && home.starts_with('/') { home } else { fallback.home },
+            shell: if field_ok(&shell) && !shell.is_empty() { shell } else { fallback.shell },
         }
     }))
 }
@@ -132,11 +114,8 @@ impl Identity {
     pub fn current() -> Result<Identity, PasswdError> {
         let uid = nix::unistd::getuid().as_raw();
         let gid = nix::unistd::getgid().as_raw();
-        let groups: Vec<u32> = nix::unistd::getgroups()
-            .map_err(PasswdError::Groups)?
-            .into_iter()
-            .map(|g| g.as_raw())
-            .collect();
+        let groups: Vec<u32> =
+            nix::unistd::getgroups().map_err(PasswdError::Groups)?.into_iter().map(|g| g.as_raw()).collect();
         Identity::lookup(uid, gid, &groups)
     }
 
@@ -181,11 +160,8 @@ impl Identity {
     /// The entries the plan carries: the user's passwd line and one `name:x:gid:user` line per
     /// group (the starter merges them into the image's files and checks every id is ours).
     pub fn plan_entries(&self) -> (String, Vec<String>) {
-        let groups = self
-            .groups
-            .iter()
-            .map(|g| format!("{}:x:{}:{}", g.name, g.gid, self.user.name))
-            .collect();
+        let groups =
+            self.groups.iter().map(|g| format!("{}:x:{}:{}", g.name, g.gid, self.user.name)).collect();
         (self.user.line(), groups)
     }
 }
@@ -204,25 +180,13 @@ mod tests {
         }
         let id = Identity::lookup(uid, 3_999_999_002, &[3_999_999_003, 3_999_999_002]).unwrap();
         assert_eq!(id.user, PasswdEntry::unnamed(uid, 3_999_999_002));
-        assert_eq!(
-            id.groups,
-            [
-                GroupEntry::unnamed(3_999_999_002),
-                GroupEntry::unnamed(3_999_999_003)
-            ]
-        );
+        assert_eq!(id.groups, [GroupEntry::unnamed(3_999_999_002), GroupEntry::unnamed(3_999_999_003)]);
         let id = id.with_home(Path::new("/home/u"));
         let (passwd, groups) = id.plan_entries();
-        assert_eq!(
-            passwd,
-            "uid3999999001:x:3999999001:3999999002::/home/u:/bin/sh"
-        );
+        assert_eq!(passwd, "uid3999999001:x:3999999001:3999999002::/home/u:/bin/sh");
         assert_eq!(
             groups,
-            [
-                "gid3999999002:x:3999999002:uid3999999001",
-                "gid3999999003:x:3999999003:uid3999999001"
-            ]
+            ["gid3999999002:x:3999999002:uid3999999001", "gid3999999003:x:3999999003:uid3999999001"]
         );
         // 100000, the usual first subordinate id, without an entry here either.
         if lookup_user(100000).unwrap().is_none() {

@@ -23,11 +23,9 @@ pub enum StarterError {
 
 /// `PREFIX` of the running install: two levels above `PREFIX/bin/strata`.
 pub fn install_prefix() -> Result<PathBuf, StarterError> {
-    let exe = std::env::current_exe()
-        .map_err(|e| StarterError::Locate(PathBuf::from("/proc/self/exe"), e))?;
-    let exe = exe
-        .canonicalize()
-        .map_err(|e| StarterError::Locate(exe.clone(), e))?;
+    let exe =
+        std::env::current_exe().map_err(|e| StarterError::Locate(PathBuf::from("/proc/self/exe"), e))?;
+    let exe = exe.canonicalize().map_err(|e| StarterError::Locate(exe.clone(), e))?;
     exe.ancestors()
         .nth(2)
         .map(PathBuf::from)
@@ -58,17 +56,11 @@ fn plan_file(plan: &Plan) -> std::io::Result<OwnedFd> {
 
 /// Replace this process with the starter: the plan on fd 3, each opened file at the number
 /// the plan names (the fds the plan was built from), an empty environment.
-pub fn exec_starter(
-    plan: &Plan,
-    files: &[OwnedFd],
-) -> Result<std::convert::Infallible, StarterError> {
+pub fn exec_starter(plan: &Plan, files: &[OwnedFd]) -> Result<std::convert::Infallible, StarterError> {
     let starter = starter_path()?;
     let plan_fd = plan_file(plan).map_err(StarterError::Plan)?;
     let passed: Vec<RawFd> = files.iter().map(|f| f.as_raw_fd()).collect();
-    debug_assert!(
-        passed.iter().all(|&fd| fd > PLAN_FD),
-        "image fds must sit above the plan fd"
-    );
+    debug_assert!(passed.iter().all(|&fd| fd > PLAN_FD), "image fds must sit above the plan fd");
     let plan_raw = plan_fd.as_raw_fd();
     let mut cmd = Command::new(&starter);
     cmd.env_clear();
@@ -102,10 +94,7 @@ pub fn lift_fd(fd: OwnedFd) -> std::io::Result<OwnedFd> {
     if fd.as_raw_fd() > PLAN_FD {
         return Ok(fd);
     }
-    let raw = nix::fcntl::fcntl(
-        fd.as_raw_fd(),
-        nix::fcntl::FcntlArg::F_DUPFD_CLOEXEC(PLAN_FD + 1),
-    )?;
+    let raw = nix::fcntl::fcntl(fd.as_raw_fd(), nix::fcntl::FcntlArg::F_DUPFD_CLOEXEC(PLAN_FD + 1))?;
     // SAFETY: F_DUPFD_CLOEXEC just returned this new fd; we are its only owner.
     Ok(unsafe { <OwnedFd as std::os::fd::FromRawFd>::from_raw_fd(raw) })
 }

@@ -45,29 +45,21 @@ pub struct CreateOptions {
 
 impl Default for CreateOptions {
     fn default() -> Self {
-        CreateOptions {
-            size_mib: MIN_SIZE_MIB,
-            sparse: false,
-            create_dirs: Vec::new(),
-        }
+        CreateOptions { size_mib: MIN_SIZE_MIB, sparse: false, create_dirs: Vec::new() }
     }
 }
 
 /// The ext3 features of every overlay: what `mkfs.ext3` gives with Debian's defaults, all
 /// accepted by Apptainer's `CheckExt3Header` (incompat: filetype; ro_compat: sparse_super,
 /// large_file).
-const FEATURES: &str =
-    "none,has_journal,ext_attr,resize_inode,dir_index,filetype,sparse_super,large_file";
+const FEATURES: &str = "none,has_journal,ext_attr,resize_inode,dir_index,filetype,sparse_super,large_file";
 
 /// `--create-dir` paths as relative paths under `upper/`, `..` resolved lexically (as
 /// Apptainer's `filepath.Join`), refused when they leave `upper/`.
 pub fn upper_dirs(dirs: &[String]) -> Result<Vec<String>, OverlayError> {
     let mut out = Vec::new();
     for dir in dirs {
-        let outside = || OverlayError::OutsideUpper {
-            dir: dir.clone(),
-            upper: "upper".into(),
-        };
+        let outside = || OverlayError::OutsideUpper { dir: dir.clone(), upper: "upper".into() };
         let mut parts: Vec<&str> = Vec::new();
         for c in Path::new(dir).components() {
             match c {
@@ -99,28 +91,15 @@ pub fn create(path: &Path, opts: &CreateOptions) -> Result<(), OverlayError> {
     }
     let bytes = mib_to_bytes(opts.size_mib)?;
     let dirs = upper_dirs(&opts.create_dirs)?;
-    let owner = (
-        nix::unistd::getuid().as_raw(),
-        nix::unistd::getgid().as_raw(),
-    );
+    let owner = (nix::unistd::getuid().as_raw(), nix::unistd::getgid().as_raw());
     match std::fs::metadata(path) {
-        Err(e) if e.kind() == io::ErrorKind::NotFound => {
-            new_image(path, bytes, opts.sparse, owner, &dirs)
-        }
-        Err(source) => Err(OverlayError::Open {
-            path: path.to_path_buf(),
-            source,
-        }),
+        Err(e) if e.kind() == io::ErrorKind::NotFound => new_image(path, bytes, opts.sparse, owner, &dirs),
+        Err(source) => Err(OverlayError::Open { path: path.to_path_buf(), source }),
         Ok(m) if !m.is_file() => Err(OverlayError::NotSif(path.to_path_buf())),
         Ok(_) => {
-            let read_err = |source| OverlayError::Read {
-                path: path.to_path_buf(),
-                source,
-            };
-            let probe = File::open(path).map_err(|source| OverlayError::Open {
-                path: path.to_path_buf(),
-                source,
-            })?;
+            let read_err = |source| OverlayError::Read { path: path.to_path_buf(), source };
+            let probe =
+                File::open(path).map_err(|source| OverlayError::Open { path: path.to_path_buf(), source })?;
             let header = ext3::read_at(&probe, 0, detect::HEADER_LEN).map_err(read_err)?;
             match detect::detect_format(&header) {
                 Ok(Some(FileFormat::Sif)) => embed(path, bytes, opts.sparse, owner, &dirs),
@@ -147,18 +126,11 @@ fn new_image(
         .rand_bytes(6)
         .permissions(std::fs::Permissions::from_mode(0o600))
         .tempfile_in(&dir)
-        .map_err(|source| OverlayError::Temp {
-            dir: dir.clone(),
-            source: crate::build::plain(source),
-        })?;
+        .map_err(|source| OverlayError::Temp { dir: dir.clone(), source: crate::build::plain(source) })?;
     make_ext3(tmp.as_file(), tmp.path(), bytes, sparse, owner, dirs)?;
-    let write_err = |source| OverlayError::Write {
-        path: path.to_path_buf(),
-        source,
-    };
+    let write_err = |source| OverlayError::Write { path: path.to_path_buf(), source };
     tmp.as_file().sync_all().map_err(write_err)?;
-    tmp.persist_noclobber(path)
-        .map_err(|e| write_err(e.error))?;
+    tmp.persist_noclobber(path).map_err(|e| write_err(e.error))?;
     crate::verbose!(
         "created overlay image {} ({} MiB{})",
         path.display(),
@@ -193,53 +165,28 @@ fn make_ext3(
     let fs = ext3::target(&mut cmd, file, 0);
     // Without nodiscard, mke2fs punches the preallocated space out again; a sparse image is
     // better off with the discard (the inode tables then need no zeroing).
-    let extended = if sparse {
-        format!("root_owner={uid}:{gid}")
-    } else {
-        format!("nodiscard,root_owner={uid}:{gid}")
-    };
-    cmd.args([
-        "-q", "-F", "-t", "ext3", "-b", "4096", "-m", "0", "-O", FEATURES,
-    ])
-    .arg("-E")
-    .arg(extended)
-    .arg("-d")
-    .arg(staging.path())
-    .arg(fs);
-    mke2fs
-        .run(&mut cmd, &[0])
-        .map_err(|source| OverlayError::Mkfs {
-            path: shown.to_path_buf(),
-            source,
-        })?;
+    let extended =
+        if sparse { format!("root_owner={uid}:{gid}") } else { format!("nodiscard,root_owner={uid}:{gid}") };
+    cmd.args(["-q", "-F", "-t", "ext3", "-b", "4096", "-m", "0", "-O", FEATURES])
+        .arg("-E")
+        .arg(extended)
+        .arg("-d")
+        .arg(staging.path())
+        .arg(fs);
+    mke2fs.run(&mut cmd, &[0]).map_err(|source| OverlayError::Mkfs { path: shown.to_path_buf(), source })?;
 
     match ext3::check_header(file, 0) {
         Ok(Ok(Probe::Found { .. })) => {}
-        Ok(Ok(Probe::NotThisFormat)) => {
-            return Err(OverlayError::NoSuperblock(shown.to_path_buf()))
-        }
-        Ok(Err(source)) => {
-            return Err(OverlayError::NotExt3 {
-                path: shown.to_path_buf(),
-                source,
-            })
-        }
-        Err(source) => {
-            return Err(OverlayError::Read {
-                path: shown.to_path_buf(),
-                source,
-            })
-        }
+        Ok(Ok(Probe::NotThisFormat)) => return Err(OverlayError::NoSuperblock(shown.to_path_buf())),
+        Ok(Err(source)) => return Err(OverlayError::NotExt3 { path: shown.to_path_buf(), source }),
+        Err(source) => return Err(OverlayError::Read { path: shown.to_path_buf(), source }),
     }
     let entries = ["upper".to_string(), "work".to_string()]
         .into_iter()
         .chain(dirs.iter().map(|d| format!("upper/{d}")));
     for entry in entries {
-        let got =
-            ext3::owner(file, 0, &format!("/{entry}")).map_err(|source| OverlayError::Verify {
-                path: shown.to_path_buf(),
-                source,
-            })?;
+        let got = ext3::owner(file, 0, &format!("/{entry}"))
+            .map_err(|source| OverlayError::Verify { path: shown.to_path_buf(), source })?;
         if got != owner {
             return Err(OverlayError::Ownership {
                 path: shown.to_path_buf(),
@@ -255,14 +202,9 @@ fn make_ext3(
 /// The staging tree mke2fs copies in (`-d`): `upper/`, `work/` and the requested directories,
 /// all mode 0755 whatever the umask, owned by this process's user.
 fn layout(dirs: &[String]) -> Result<tempfile::TempDir, OverlayError> {
-    let tmp_err = |source| OverlayError::Temp {
-        dir: std::env::temp_dir(),
-        source: crate::build::plain(source),
-    };
-    let staging = tempfile::Builder::new()
-        .prefix("strata-overlay-")
-        .tempdir()
-        .map_err(tmp_err)?;
+    let tmp_err =
+        |source| OverlayError::Temp { dir: std::env::temp_dir(), source: crate::build::plain(source) };
+    let staging = tempfile::Builder::new().prefix("strata-overlay-").tempdir().map_err(tmp_err)?;
     let mode = std::fs::Permissions::from_mode(0o755);
     let mkdir = |p: &Path| -> io::Result<()> {
         match std::fs::create_dir(p) {
@@ -302,40 +244,21 @@ fn embed(
         .read(true)
         .write(true)
         .open(path)
-        .map_err(|source| OverlayError::Open {
-            path: path.to_path_buf(),
-            source,
-        })?;
-    let mut image =
-        crate::confine::confined(&[], &[path], || Sif::read(&file)).map_err(|source| {
-            OverlayError::BadSif {
-                path: path.to_path_buf(),
-                source,
-            }
-        })?;
+        .map_err(|source| OverlayError::Open { path: path.to_path_buf(), source })?;
+    let mut image = crate::confine::confined(&[], &[path], || Sif::read(&file))
+        .map_err(|source| OverlayError::BadSif { path: path.to_path_buf(), source })?;
     let primary = image.primary_partition().and_then(|d| d.partition());
-    if primary.is_some_and(|p| {
-        matches!(
-            p.fstype,
-            FsType::EncryptedSquashfs | FsType::GocryptfsSquashfs
-        )
-    }) {
+    if primary.is_some_and(|p| matches!(p.fstype, FsType::EncryptedSquashfs | FsType::GocryptfsSquashfs)) {
         return Err(OverlayError::Encrypted(path.to_path_buf()));
     }
-    if image
-        .descriptors()
-        .any(|d| d.data_type == DataType::Signature)
-    {
+    if image.descriptors().any(|d| d.data_type == DataType::Signature) {
         return Err(OverlayError::Signed(path.to_path_buf()));
     }
-    if let Some(d) = image.descriptors().find(|d| {
-        d.partition()
-            .is_some_and(|p| p.parttype == PartType::Overlay && p.fstype == FsType::Ext3)
-    }) {
-        return Err(OverlayError::OverlayExists {
-            path: path.to_path_buf(),
-            id: d.id,
-        });
+    if let Some(d) = image
+        .descriptors()
+        .find(|d| d.partition().is_some_and(|p| p.parttype == PartType::Overlay && p.fstype == FsType::Ext3))
+    {
+        return Err(OverlayError::OverlayExists { path: path.to_path_buf(), id: d.id });
     }
     let arch = match primary.map(|p| p.arch) {
         Some(a) if a != Arch::Unknown => a,
@@ -343,39 +266,24 @@ fn embed(
     };
 
     // The filesystem is made in a sparse temporary file and copied in (holes stay holes).
-    let tmp = tempfile::Builder::new()
-        .prefix("strata-overlay-")
-        .suffix(".img")
-        .tempfile()
-        .map_err(|source| OverlayError::Temp {
-            dir: std::env::temp_dir(),
-            source: crate::build::plain(source),
+    let tmp =
+        tempfile::Builder::new().prefix("strata-overlay-").suffix(".img").tempfile().map_err(|source| {
+            OverlayError::Temp { dir: std::env::temp_dir(), source: crate::build::plain(source) }
         })?;
     make_ext3(tmp.as_file(), tmp.path(), bytes, true, owner, dirs)?;
 
     let obj = NewObject::partition(
-        Partition {
-            fstype: FsType::Ext3,
-            parttype: PartType::Overlay,
-            arch,
-        },
+        Partition { fstype: FsType::Ext3, parttype: PartType::Overlay, arch },
         DEFAULT_GROUP,
     );
     let old_len = image.file_len();
-    let add_err = |source| OverlayError::AddPartition {
-        path: path.to_path_buf(),
-        source,
-    };
+    let add_err = |source| OverlayError::AddPartition { path: path.to_path_buf(), source };
     if !sparse {
         // Reserve the partition's space past the end before the writer appends into it.
         let offset = image.next_offset(&obj).map_err(add_err)?;
         if let Err(source) = ext3::allocate(&file, offset, bytes, false, true) {
             let _ = file.set_len(old_len);
-            return Err(OverlayError::Allocate {
-                path: path.to_path_buf(),
-                size: bytes,
-                source,
-            });
+            return Err(OverlayError::Allocate { path: path.to_path_buf(), size: bytes, source });
         }
     }
     let id = match image.add_object(&file, &obj, Source::File(tmp.as_file()), None) {
@@ -386,11 +294,7 @@ fn embed(
             return Err(add_err(e));
         }
     };
-    crate::verbose!(
-        "added overlay partition {id} ({} MiB, {arch}) to {}",
-        bytes >> 20,
-        path.display()
-    );
+    crate::verbose!("added overlay partition {id} ({} MiB, {arch}) to {}", bytes >> 20, path.display());
     Ok(())
 }
 

@@ -102,13 +102,7 @@ pub fn parse_owner(stat: &str) -> Option<(u32, u32)> {
 /// written), or leave them a hole when `sparse` (only extending the file). With `keep_size`
 /// the file length does not change (space reserved past its end for data about to be
 /// appended). A filesystem without `fallocate` gets a hole, with a verbose message.
-pub fn allocate(
-    file: &File,
-    offset: u64,
-    len: u64,
-    sparse: bool,
-    keep_size: bool,
-) -> io::Result<()> {
+pub fn allocate(file: &File, offset: u64, len: u64, sparse: bool, keep_size: bool) -> io::Result<()> {
     if len == 0 {
         return Ok(());
     }
@@ -140,17 +134,11 @@ pub fn allocate(
 /// `end` when there is none before it. A filesystem that cannot tell reports all data.
 fn seek(f: &File, from: u64, end: u64, data: bool) -> io::Result<u64> {
     use nix::unistd::{lseek, Whence};
-    let whence = if data {
-        Whence::SeekData
-    } else {
-        Whence::SeekHole
-    };
+    let whence = if data { Whence::SeekData } else { Whence::SeekHole };
     match lseek(f.as_raw_fd(), from as libc::off_t, whence) {
         Ok(at) => Ok((at as u64).min(end)),
         Err(nix::errno::Errno::ENXIO) => Ok(end),
-        Err(nix::errno::Errno::EINVAL | nix::errno::Errno::EOPNOTSUPP) => {
-            Ok(if data { from } else { end })
-        }
+        Err(nix::errno::Errno::EINVAL | nix::errno::Errno::EOPNOTSUPP) => Ok(if data { from } else { end }),
         Err(e) => Err(e.into()),
     }
 }
@@ -160,10 +148,9 @@ fn seek(f: &File, from: u64, end: u64, data: bool) -> io::Result<u64> {
 fn zero(f: &File, at: u64, len: u64) -> io::Result<()> {
     use nix::fcntl::{fallocate, FallocateFlags as F};
     let (off, n) = (at as libc::off_t, len as libc::off_t);
-    for mode in [
-        F::FALLOC_FL_ZERO_RANGE | F::FALLOC_FL_KEEP_SIZE,
-        F::FALLOC_FL_PUNCH_HOLE | F::FALLOC_FL_KEEP_SIZE,
-    ] {
+    for mode in
+        [F::FALLOC_FL_ZERO_RANGE | F::FALLOC_FL_KEEP_SIZE, F::FALLOC_FL_PUNCH_HOLE | F::FALLOC_FL_KEEP_SIZE]
+    {
         if fallocate(f.as_raw_fd(), mode, off, n).is_ok() {
             return Ok(());
         }
@@ -215,14 +202,7 @@ fn copy_range(src: &File, mut from: u64, len: u64, dst: &File, mut to: u64) -> i
         let chunk = (end - from).min(1 << 30) as usize;
         // SAFETY: both descriptors are open for the call; the offsets are locals that outlive it.
         let r = unsafe {
-            libc::copy_file_range(
-                src.as_raw_fd(),
-                &mut off_in,
-                dst.as_raw_fd(),
-                &mut off_out,
-                chunk,
-                0,
-            )
+            libc::copy_file_range(src.as_raw_fd(), &mut off_in, dst.as_raw_fd(), &mut off_out, chunk, 0)
         };
         match nix::errno::Errno::result(r) {
             Ok(0) => return Err(io::ErrorKind::UnexpectedEof.into()),
@@ -262,10 +242,7 @@ mod tests {
                     Generation: 0    Version: 0x00000000:00000000\n\
                     User: 70000   Group: 2147483646   Project:     0   Size: 4096\n";
         assert_eq!(parse_owner(stat), Some((70000, 2_147_483_646)));
-        assert_eq!(
-            parse_owner("User:  1000   Group:  100   Size: 1"),
-            Some((1000, 100))
-        );
+        assert_eq!(parse_owner("User:  1000   Group:  100   Size: 1"), Some((1000, 100)));
         assert_eq!(parse_owner("stat: File not found by ext2_lookup"), None);
     }
 
@@ -310,17 +287,9 @@ mod tests {
         dst.read_exact_at(&mut got, 0).unwrap();
         assert!(got[..8192].iter().all(|&b| b == 0xAA), "before the range");
         assert_eq!(&got[8192..8197], b"first");
-        assert!(got[8197..8192 + (3 << 20) - 4096 - 4]
-            .iter()
-            .all(|&b| b == 0));
-        assert_eq!(
-            &got[8192 + (3 << 20) - 4096 - 4..8192 + (3 << 20) - 4096],
-            b"last"
-        );
-        assert!(
-            got[8192 + (3 << 20) - 4096..].iter().all(|&b| b == 0xAA),
-            "after"
-        );
+        assert!(got[8197..8192 + (3 << 20) - 4096 - 4].iter().all(|&b| b == 0));
+        assert_eq!(&got[8192 + (3 << 20) - 4096 - 4..8192 + (3 << 20) - 4096], b"last");
+        assert!(got[8192 + (3 << 20) - 4096..].iter().all(|&b| b == 0xAA), "after");
     }
 
     #[test]

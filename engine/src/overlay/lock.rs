@@ -55,11 +55,7 @@ mod tests {
     use std::fs::OpenOptions;
 
     fn open(path: &std::path::Path) -> File {
-        OpenOptions::new()
-            .read(true)
-            .write(true)
-            .open(path)
-            .unwrap()
+        OpenOptions::new().read(true).write(true).open(path).unwrap()
     }
 
     #[test]
@@ -70,14 +66,8 @@ mod tests {
         let a = open(&p);
         let b = open(&p);
         lock_range(&a, 0, 0, true).unwrap();
-        assert!(matches!(
-            lock_range(&b, 0, 4096, false),
-            Err(LockError::InUse)
-        ));
-        assert!(matches!(
-            lock_range(&b, 100, 1, true),
-            Err(LockError::InUse)
-        ));
+        assert!(matches!(lock_range(&b, 0, 4096, false), Err(LockError::InUse)));
+        assert!(matches!(lock_range(&b, 100, 1, true), Err(LockError::InUse)));
         // The holder can downgrade; then readers share.
         lock_range(&a, 0, 0, false).unwrap();
         lock_range(&b, 0, 4096, false).unwrap();
@@ -95,10 +85,7 @@ mod tests {
         let b = open(&p);
         lock_range(&a, 0, 4096, true).unwrap();
         lock_range(&b, 4096, 4096, true).unwrap();
-        assert!(matches!(
-            lock_range(&b, 4000, 100, true),
-            Err(LockError::InUse)
-        ));
+        assert!(matches!(lock_range(&b, 4000, 100, true), Err(LockError::InUse)));
     }
 
     #[test]
@@ -109,10 +96,7 @@ mod tests {
         let f = File::open(&p).unwrap();
         lock_range(&f, 0, 0, false).unwrap();
         assert!(matches!(lock_range(&f, 0, 0, true), Err(LockError::Io(_))));
-        assert!(matches!(
-            lock_range(&f, u64::MAX, 1, false),
-            Err(LockError::Io(_))
-        ));
+        assert!(matches!(lock_range(&f, u64::MAX, 1, false), Err(LockError::Io(_))));
     }
 
     #[test]

@@ -55,11 +55,7 @@ pub enum OverlayError {
     #[error("could not create a temporary file in {dir}: {source}")]
     Temp { dir: PathBuf, source: io::Error },
     #[error("could not allocate {size} bytes for {path}: {source}")]
-    Allocate {
-        path: PathBuf,
-        size: u64,
-        source: io::Error,
-    },
+    Allocate { path: PathBuf, size: u64, source: io::Error },
     #[error("while creating ext3 partition in {path}: {source}")]
     Mkfs { path: PathBuf, source: ToolError },
     #[error("while checking the new overlay in {path}: {source}")]
@@ -68,12 +64,7 @@ pub enum OverlayError {
         "{path}: {entry} was created owned by {got} instead of {want}; this e2fsprogs \
          truncates user and group IDs above 65535 (upgrade to e2fsprogs 1.43 or later)"
     )]
-    Ownership {
-        path: PathBuf,
-        entry: String,
-        got: String,
-        want: String,
-    },
+    Ownership { path: PathBuf, entry: String, got: String, want: String },
     #[error("mke2fs left no ext3 superblock in {0}")]
     NoSuperblock(PathBuf),
     #[error("mke2fs made {path} a filesystem that is not a valid ext3 overlay: {source}")]
@@ -88,13 +79,9 @@ pub enum OverlayError {
     InUse(PathBuf),
     #[error("could not lock {path}: {source}")]
     Lock { path: PathBuf, source: io::Error },
-    #[error(
-        "{path}: {what}: only ext3 overlays (image files or SIF overlay partitions) can be resized"
-    )]
+    #[error("{path}: {what}: only ext3 overlays (image files or SIF overlay partitions) can be resized")]
     NotResizable { path: PathBuf, what: String },
-    #[error(
-        "no ext3 overlay partition in {0}; create one with 'strata overlay create --size <MiB> {0}'"
-    )]
+    #[error("no ext3 overlay partition in {0}; create one with 'strata overlay create --size <MiB> {0}'")]
     NoOverlayPartition(PathBuf),
     #[error("{path}: {source}")]
     Header { path: PathBuf, source: HeaderError },
@@ -102,21 +89,12 @@ pub enum OverlayError {
         "{path}: the ext3 filesystem claims {fs_bytes} bytes, more than the {part_bytes} bytes \
          of its {what}; refusing to touch it"
     )]
-    Oversized {
-        path: PathBuf,
-        fs_bytes: u64,
-        part_bytes: u64,
-        what: &'static str,
-    },
+    Oversized { path: PathBuf, fs_bytes: u64, part_bytes: u64, what: &'static str },
     #[error(
         "e2fsck found errors in {path} it cannot fix by itself: {source}; repair it first with \
          \"e2fsck -f {target}\""
     )]
-    Fsck {
-        path: PathBuf,
-        target: String,
-        source: ToolError,
-    },
+    Fsck { path: PathBuf, target: String, source: ToolError },
     #[error("while resizing {path}: {source}")]
     Resize { path: PathBuf, source: ToolError },
     #[error("while resizing the overlay partition of {path}: {source}")]
@@ -127,7 +105,5 @@ pub enum OverlayError {
 
 /// `mib` MiB in bytes, refusing sizes no file can have.
 pub(crate) fn mib_to_bytes(mib: u64) -> Result<u64, OverlayError> {
-    mib.checked_mul(1 << 20)
-        .filter(|&b| b <= i64::MAX as u64)
-        .ok_or(OverlayError::TooLarge(mib))
+    mib.checked_mul(1 << 20).filter(|&b| b <= i64::MAX as u64).ok_or(OverlayError::TooLarge(mib))
 }

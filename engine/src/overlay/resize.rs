@@ -40,58 +40,29 @@ pub fn resize(path: &Path, size_mib: u64, sparse: bool) -> Result<(), OverlayErr
         .read(true)
         .write(true)
         .open(path)
-        .map_err(|source| OverlayError::Open {
-            path: path.to_path_buf(),
-            source,
-        })?;
-    let read_err = |source| OverlayError::Read {
-        path: path.to_path_buf(),
-        source,
-    };
+        .map_err(|source| OverlayError::Open { path: path.to_path_buf(), source })?;
+    let read_err = |source| OverlayError::Read { path: path.to_path_buf(), source };
     let file_len = file.metadata().map_err(read_err)?.len();
     let header = ext3::read_at(&file, 0, detect::HEADER_LEN).map_err(read_err)?;
-    let not_resizable = |what: &str| OverlayError::NotResizable {
-        path: path.to_path_buf(),
-        what: what.to_string(),
-    };
+    let not_resizable =
+        |what: &str| OverlayError::NotResizable { path: path.to_path_buf(), what: what.to_string() };
     let (mut place, offset, old_size) = match detect::detect_format(&header) {
         Ok(Some(FileFormat::Ext3 { offset })) => (Place::File, offset, file_len - offset),
         Ok(Some(FileFormat::Sif)) => {
-            let sif =
-                crate::confine::confined(&[], &[path], || Sif::read(&file)).map_err(|source| {
-                    OverlayError::BadSif {
-                        path: path.to_path_buf(),
-                        source,
-                    }
-                })?;
+            let sif = crate::confine::confined(&[], &[path], || Sif::read(&file))
+                .map_err(|source| OverlayError::BadSif { path: path.to_path_buf(), source })?;
             let d = sif
                 .descriptors()
                 .find(|d| {
-                    d.partition().is_some_and(|p| {
-                        p.parttype == PartType::Overlay && p.fstype == FsType::Ext3
-                    })
+                    d.partition().is_some_and(|p| p.parttype == PartType::Overlay && p.fstype == FsType::Ext3)
                 })
                 .ok_or_else(|| OverlayError::NoOverlayPartition(path.to_path_buf()))?;
             let (id, offset, size) = (d.id, d.offset, d.size);
-            (
-                Place::Partition {
-                    sif: Box::new(sif),
-                    id,
-                },
-                offset,
-                size,
-            )
+            (Place::Partition { sif: Box::new(sif), id }, offset, size)
         }
-        Ok(Some(FileFormat::Squashfs { .. })) => {
-            return Err(not_resizable("a squashfs image is read-only"))
-        }
+        Ok(Some(FileFormat::Squashfs { .. })) => return Err(not_resizable("a squashfs image is read-only")),
         Ok(None) => return Err(not_resizable("image format not recognized")),
-        Err(source) => {
-            return Err(OverlayError::Header {
-                path: path.to_path_buf(),
-                source,
-            })
-        }
+        Err(source) => return Err(OverlayError::Header { path: path.to_path_buf(), source }),
     };
 
     // The lock a container holds on this overlay: the whole file, or the partition's bytes.
@@ -102,31 +73,19 @@ pub fn resize(path: &Path, size_mib: u64, sparse: bool) -> Result<(), OverlayErr
     match lock_range(&file, lock_at, lock_len, true) {
         Ok(()) => {}
         Err(LockError::InUse) => return Err(OverlayError::InUse(path.to_path_buf())),
-        Err(LockError::Io(source)) => {
-            return Err(OverlayError::Lock {
-                path: path.to_path_buf(),
-                source,
-            })
-        }
+        Err(LockError::Io(source)) => return Err(OverlayError::Lock { path: path.to_path_buf(), source }),
     }
 
     match ext3::check_header(&file, offset).map_err(read_err)? {
         Ok(Probe::Found { .. }) => {}
         Ok(Probe::NotThisFormat) => return Err(not_resizable("no ext3 filesystem in it")),
-        Err(source) => {
-            return Err(OverlayError::Header {
-                path: path.to_path_buf(),
-                source,
-            })
-        }
+        Err(source) => return Err(OverlayError::Header { path: path.to_path_buf(), source }),
     }
     let what = match place {
         Place::File => "image file",
         Place::Partition { .. } => "SIF partition",
     };
-    let fs_bytes = ext3::fs_size(&file, offset)
-        .map_err(read_err)?
-        .unwrap_or(u64::MAX);
+    let fs_bytes = ext3::fs_size(&file, offset).map_err(read_err)?.unwrap_or(u64::MAX);
     if fs_bytes > old_size {
         return Err(OverlayError::Oversized {
             path: path.to_path_buf(),
@@ -144,49 +103,28 @@ pub fn resize(path: &Path, size_mib: u64, sparse: bool) -> Result<(), OverlayErr
         if new_size > old_size {
             // Refuse before e2fsck touches anything.
             sif.check_last(*id)
-                .map_err(|source| OverlayError::ResizePartition {
-                    path: path.to_path_buf(),
-                    source,
-                })?;
+                .map_err(|source| OverlayError::ResizePartition { path: path.to_path_buf(), source })?;
         }
     }
     fsck(&file, offset, path)?;
-    let ctx = Ctx {
-        file: &file,
-        path,
-        offset,
-        old_size,
-        new_size,
-        sparse,
-    };
+    let ctx = Ctx { file: &file, path, offset, old_size, new_size, sparse };
     match &mut place {
         Place::File if offset == 0 => ctx.resize_file(file_len)?,
         // resize2fs sets the length of a regular file to the filesystem's size whatever the
         // `?offset=`, which would cut the file short: work on a copy of the partition.
         Place::File => ctx.resize_copy(&mut |size| {
             file.set_len(offset + size)
-                .map_err(|source| OverlayError::Write {
-                    path: path.to_path_buf(),
-                    source,
-                })
+                .map_err(|source| OverlayError::Write { path: path.to_path_buf(), source })
         })?,
         Place::Partition { sif, id } => {
             let id = *id;
             ctx.resize_copy(&mut |size| {
-                sif.resize_object(&file, id, size, None).map_err(|source| {
-                    OverlayError::ResizePartition {
-                        path: path.to_path_buf(),
-                        source,
-                    }
-                })
+                sif.resize_object(&file, id, size, None)
+                    .map_err(|source| OverlayError::ResizePartition { path: path.to_path_buf(), source })
             })?
         }
     }
-    crate::info!(
-        "Resized {} from {} MiB to {size_mib} MiB",
-        path.display(),
-        old_size >> 20
-    );
+    crate::info!("Resized {} from {} MiB to {size_mib} MiB", path.display(), old_size >> 20);
     Ok(())
 }
 
@@ -202,18 +140,11 @@ struct Ctx<'a> {
 
 impl Ctx<'_> {
     fn allocate_err(&self, source: std::io::Error) -> OverlayError {
-        OverlayError::Allocate {
-            path: self.path.to_path_buf(),
-            size: self.new_size,
-            source,
-        }
+        OverlayError::Allocate { path: self.path.to_path_buf(), size: self.new_size, source }
     }
 
     fn write_err(&self, source: std::io::Error) -> OverlayError {
-        OverlayError::Write {
-            path: self.path.to_path_buf(),
-            source,
-        }
+        OverlayError::Write { path: self.path.to_path_buf(), source }
     }
 
     /// An image file that is all filesystem: resize2fs works on it in place.
@@ -249,17 +180,11 @@ impl Ctx<'_> {
             .rand_bytes(6)
             .tempfile_in(&dir)
             .or_else(|_| tempfile::Builder::new().prefix("strata-resize-").tempfile())
-            .map_err(|source| OverlayError::Temp {
-                dir,
-                source: crate::build::plain(source),
-            })?;
+            .map_err(|source| OverlayError::Temp { dir, source: crate::build::plain(source) })?;
         let work = tmp.as_file();
         ext3::copy_sparse(self.file, self.offset, old, work, 0, false)
             .and_then(|()| work.set_len(old.max(new)))
-            .map_err(|source| OverlayError::Write {
-                path: tmp.path().to_path_buf(),
-                source,
-            })?;
+            .map_err(|source| OverlayError::Write { path: tmp.path().to_path_buf(), source })?;
         resize2fs(work, new, self.path)?;
         work.set_len(new).map_err(|e| self.write_err(e))?;
         if new > old {
@@ -270,8 +195,7 @@ impl Ctx<'_> {
                 return Err(self.allocate_err(e));
             }
         }
-        ext3::copy_sparse(work, 0, new, self.file, self.offset, true)
-            .map_err(|e| self.write_err(e))?;
+        ext3::copy_sparse(work, 0, new, self.file, self.offset, true).map_err(|e| self.write_err(e))?;
         if new < old {
             set_size(new)?;
         }
@@ -292,11 +216,7 @@ fn fsck(file: &File, offset: u64, path: &Path) -> Result<(), OverlayError> {
         } else {
             format!("{}?offset={offset}", path.display())
         };
-        OverlayError::Fsck {
-            path: path.to_path_buf(),
-            target,
-            source,
-        }
+        OverlayError::Fsck { path: path.to_path_buf(), target, source }
     })?;
     if out.status.code() != Some(0) {
         crate::info!("e2fsck corrected errors in {}", path.display());
@@ -312,9 +232,6 @@ fn resize2fs(file: &File, size: u64, path: &Path) -> Result<(), OverlayError> {
     cmd.arg(&fs).arg(format!("{}K", size >> 10));
     resize2fs
         .run(&mut cmd, &[0])
-        .map_err(|source| OverlayError::Resize {
-            path: path.to_path_buf(),
-            source,
-        })?;
+        .map_err(|source| OverlayError::Resize { path: path.to_path_buf(), source })?;
     Ok(())
 }

@@ -21,12 +21,7 @@ pub(crate) struct Target<'a> {
 
 /// Copy exactly `len` bytes of the regular file `src` (from its start) to `dst`. With a hasher,
 /// every byte goes through memory in `BUF_LEN` chunks so it can be digested.
-pub(crate) fn copy_file(
-    src: &File,
-    len: u64,
-    dst: &Target<'_>,
-    hash: Option<&mut Sha256>,
-) -> io::Result<()> {
+pub(crate) fn copy_file(src: &File, len: u64, dst: &Target<'_>, hash: Option<&mut Sha256>) -> io::Result<()> {
     if let Some(h) = hash {
         copy_buffered(src, 0, len, dst, Some(h))?;
     } else {
@@ -77,8 +72,7 @@ pub(crate) fn copy_stream(
 /// `lseek(SEEK_DATA/SEEK_HOLE)`; `None` past the last data. A filesystem without support
 /// reports the whole file as data.
 fn seek(f: &File, from: u64, whence: libc::c_int) -> io::Result<Option<u64>> {
-    let from =
-        libc::off_t::try_from(from).map_err(|_| io::Error::from(io::ErrorKind::InvalidInput))?;
+    let from = libc::off_t::try_from(from).map_err(|_| io::Error::from(io::ErrorKind::InvalidInput))?;
     // SAFETY: lseek on a valid open descriptor touches no memory of ours.
     let r = unsafe { libc::lseek(f.as_raw_fd(), from, whence) };
     if r >= 0 {
@@ -87,11 +81,9 @@ fn seek(f: &File, from: u64, whence: libc::c_int) -> io::Result<Option<u64>> {
     let e = io::Error::last_os_error();
     match e.raw_os_error() {
         Some(libc::ENXIO) => Ok(None),
-        Some(libc::EINVAL) | Some(libc::EOPNOTSUPP) => Ok(Some(if whence == libc::SEEK_DATA {
-            from as u64
-        } else {
-            u64::MAX
-        })),
+        Some(libc::EINVAL) | Some(libc::EOPNOTSUPP) => {
+            Ok(Some(if whence == libc::SEEK_DATA { from as u64 } else { u64::MAX }))
+        }
         _ => Err(e),
     }
 }
@@ -107,12 +99,7 @@ fn zero_range(dst: &Target<'_>, rel: u64, len: u64) -> io::Result<()> {
     let (off, n) = (start as libc::off_t, (end - start) as libc::off_t);
     // SAFETY: fallocate on a valid descriptor with plain integer arguments.
     let r = unsafe {
-        libc::fallocate(
-            dst.file.as_raw_fd(),
-            libc::FALLOC_FL_PUNCH_HOLE | libc::FALLOC_FL_KEEP_SIZE,
-            off,
-            n,
-        )
+        libc::fallocate(dst.file.as_raw_fd(), libc::FALLOC_FL_PUNCH_HOLE | libc::FALLOC_FL_KEEP_SIZE, off, n)
     };
     if r == 0 {
         return Ok(());
@@ -136,14 +123,7 @@ fn copy_range(src: &File, from: u64, len: u64, dst: &Target<'_>) -> io::Result<(
         let chunk = left.min(1 << 30) as usize;
         // SAFETY: both descriptors are open; the offsets are ours and live for the call.
         let r = unsafe {
-            libc::copy_file_range(
-                src.as_raw_fd(),
-                &mut off_in,
-                dst.file.as_raw_fd(),
-                &mut off_out,
-                chunk,
-                0,
-            )
+            libc::copy_file_range(src.as_raw_fd(), &mut off_in, dst.file.as_raw_fd(), &mut off_out, chunk, 0)
         };
         if r > 0 {
             left -= r as u64;
@@ -186,8 +166,7 @@ fn copy_buffered(
         if let Some(h) = hash.as_deref_mut() {
             h.update(&buf[..got]);
         }
-        dst.file
-            .write_all_at(&buf[..got], dst.offset + from + done)?;
+        dst.file.write_all_at(&buf[..got], dst.offset + from + done)?;
         done += got as u64;
     }
     Ok(())

@@ -2,8 +2,8 @@
 
 use super::error::{escape, SifError};
 use super::format::{
-    DataType, FormatType, HashType, Link, MessageType, PartType, Partition, SbomFormat,
-    DESCRIPTOR_LEN, EXTRA_LEN, GROUP_MASK, NAME_LEN,
+    DataType, FormatType, HashType, Link, MessageType, PartType, Partition, SbomFormat, DESCRIPTOR_LEN,
+    EXTRA_LEN, GROUP_MASK, NAME_LEN,
 };
 use super::header::{le_i32, le_i64, le_u32, trim_nuls};
 
@@ -79,10 +79,7 @@ impl Descriptor {
         let raw: Box<[u8; RAW_LEN]> = Box::new(raw.try_into().expect("one slot"));
         let id = le_u32(&raw[..], 5);
         if id == 0 {
-            return Err(SifError::Slot {
-                slot,
-                problem: "is in use but has the invalid object ID 0".into(),
-            });
+            return Err(SifError::Slot { slot, problem: "is in use but has the invalid object ID 0".into() });
         }
         let bad = |problem: String| SifError::Descriptor { id, problem };
         let offset = le_i64(&raw[..], 17);
@@ -133,10 +130,7 @@ impl Descriptor {
         if obj.extra.len() > EXTRA_LEN {
             return Err(SifError::Descriptor {
                 id: (slot + 1) as u32,
-                problem: format!(
-                    "extra value too large: {} bytes, at most {EXTRA_LEN}",
-                    obj.extra.len()
-                ),
+                problem: format!("extra value too large: {} bytes, at most {EXTRA_LEN}", obj.extra.len()),
             });
         }
         let id = u32::try_from(slot + 1).map_err(|_| SifError::Capacity(slot + 1))?;
@@ -182,11 +176,7 @@ impl Descriptor {
         self.size_with_padding = padding + size as i64;
         self.size = size;
         self.modified_at = time;
-        for (at, v) in [
-            (25, size as i64),
-            (33, self.size_with_padding),
-            (OFF_MODIFIED_AT, time),
-        ] {
+        for (at, v) in [(25, size as i64), (33, self.size_with_padding), (OFF_MODIFIED_AT, time)] {
             self.raw[at..at + 8].copy_from_slice(&v.to_le_bytes());
         }
     }
@@ -198,8 +188,7 @@ impl Descriptor {
 
     /// Whether this is the (a) primary system partition.
     pub fn is_primary_partition(&self) -> bool {
-        self.partition()
-            .is_some_and(|p| p.parttype == PartType::PrimSys)
+        self.partition().is_some_and(|p| p.parttype == PartType::PrimSys)
     }
 
     /// Signature metadata, for signature objects. The hash type may be outside the table.
@@ -216,10 +205,7 @@ impl Descriptor {
     /// Format and message type, for cryptographic messages.
     pub fn crypto_message(&self) -> Option<(FormatType, MessageType)> {
         (self.data_type == DataType::CryptoMessage).then(|| {
-            (
-                FormatType::from_code(le_i32(&self.extra, 0)),
-                MessageType::from_code(le_i32(&self.extra, 4)),
-            )
+            (FormatType::from_code(le_i32(&self.extra, 0)), MessageType::from_code(le_i32(&self.extra, 4)))
         })
     }
 
@@ -241,10 +227,7 @@ impl Descriptor {
         Some(if ok {
             Ok(String::from_utf8_lossy(text).into_owned())
         } else {
-            Err(SifError::BadDigest {
-                id: self.id,
-                found: String::from_utf8_lossy(text).into_owned(),
-            })
+            Err(SifError::BadDigest { id: self.id, found: String::from_utf8_lossy(text).into_owned() })
         })
     }
 

@@ -37,17 +37,8 @@ pub fn go_time(t: i64) -> String {
     let day = doy - (153 * mp + 2) / 5 + 1;
     let month = if mp < 10 { mp + 3 } else { mp - 9 };
     let year = yoe + era * 400 + i128::from(month <= 2);
-    let y = if year < 0 {
-        format!("-{:04}", -year)
-    } else {
-        format!("{year:04}")
-    };
-    format!(
-        "{y}-{month:02}-{day:02} {:02}:{:02}:{:02} +0000 UTC",
-        sod / 3600,
-        sod / 60 % 60,
-        sod % 60
-    )
+    let y = if year < 0 { format!("-{:04}", -year) } else { format!("{year:04}") };
+    format!("{y}-{month:02}-{day:02} {:02}:{:02}:{:02} +0000 UTC", sod / 3600, sod / 60 % 60, sod % 60)
 }
 
 /// `siftool header`.
@@ -89,8 +80,7 @@ pub fn header(sif: &Sif) -> Vec<u8> {
     tw.into_output()
 }
 
-const RULE: &str =
-    "------------------------------------------------------------------------------\n";
+const RULE: &str = "------------------------------------------------------------------------------\n";
 
 /// `siftool list`. A signature whose hash type is outside the table gets no type column and no
 /// newline, as in siftool.
@@ -191,15 +181,13 @@ pub fn info(d: &Descriptor) -> Result<Vec<u8>, (Vec<u8>, SifError)> {
             line("Format", &d.sbom_format().expect("an SBOM"));
             None
         }
-        DataType::OciRootIndex | DataType::OciBlob => {
-            match d.oci_digest().expect("an OCI object") {
-                Ok(digest) => {
-                    line("Digest", &digest);
-                    None
-                }
-                Err(e) => Some(e),
+        DataType::OciRootIndex | DataType::OciBlob => match d.oci_digest().expect("an OCI object") {
+            Ok(digest) => {
+                line("Digest", &digest);
+                None
             }
-        }
+            Err(e) => Some(e),
+        },
         _ => None,
     };
     match failed {
@@ -246,10 +234,7 @@ mod tests {
         assert_eq!(go_time(946702800), "2000-01-01 05:00:00 +0000 UTC");
         assert_eq!(go_time(-1), "1969-12-31 23:59:59 +0000 UTC");
         assert_eq!(go_time(ZERO_TIME), "0001-01-01 00:00:00 +0000 UTC");
-        assert_eq!(
-            go_time(ZERO_TIME - 86400 * 366),
-            "0000-01-01 00:00:00 +0000 UTC"
-        );
+        assert_eq!(go_time(ZERO_TIME - 86400 * 366), "0000-01-01 00:00:00 +0000 UTC");
         assert_eq!(go_time(253402300800), "10000-01-01 00:00:00 +0000 UTC");
         // Absurd values do not panic.
         let _ = go_time(i64::MAX);

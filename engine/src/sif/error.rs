@@ -17,33 +17,20 @@ pub enum SifError {
     #[error("incompatible SIF version {found}: strata reads version \"01\"")]
     BadVersion { found: String },
     #[error("global header: {field} {value} {problem}")]
-    Header {
-        field: &'static str,
-        value: i64,
-        problem: String,
-    },
+    Header { field: &'static str, value: i64, problem: String },
     #[error("descriptor slot {slot}: {problem}")]
     Slot { slot: u64, problem: String },
     #[error("descriptor {id}: {problem}")]
     Descriptor { id: u32, problem: String },
     #[error("descriptor {a} (bytes {a_start}-{a_end}) overlaps descriptor {b} (bytes {b_start}-{b_end})")]
-    Overlap {
-        a: u32,
-        a_start: u64,
-        a_end: u64,
-        b: u32,
-        b_start: u64,
-        b_end: u64,
-    },
+    Overlap { a: u32, a_start: u64, a_end: u64, b: u32, b_start: u64, b_end: u64 },
     #[error("no objects in image")]
     NoObjects,
     #[error("invalid object ID 0")]
     InvalidObjectId,
     #[error("object {0} not found")]
     ObjectNotFound(u32),
-    #[error(
-        "insufficient descriptor capacity to add data object(s) to image: all {0} slots are in use"
-    )]
+    #[error("insufficient descriptor capacity to add data object(s) to image: all {0} slots are in use")]
     CapacityFull(i64),
     #[error("image already contains a primary partition (object {0})")]
     PrimaryExists(u32),
@@ -74,10 +61,7 @@ pub enum SifError {
 impl SifError {
     /// Wrap an I/O error with what was being done.
     pub fn io(context: impl Into<String>, source: std::io::Error) -> Self {
-        SifError::Io {
-            context: context.into(),
-            source,
-        }
+        SifError::Io { context: context.into(), source }
     }
 }
 

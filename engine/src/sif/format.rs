@@ -228,20 +228,12 @@ impl Arch {
 
     /// Decode stored bytes; anything not in the table is `Unknown`, as in the reference.
     pub fn from_code(b: [u8; 3]) -> Self {
-        ARCHES
-            .iter()
-            .map(|(a, _)| *a)
-            .find(|a| a.code() == b)
-            .unwrap_or(Arch::Unknown)
+        ARCHES.iter().map(|(a, _)| *a).find(|a| a.code() == b).unwrap_or(Arch::Unknown)
     }
 
     /// Go's `GOARCH` name, as siftool prints it.
     pub fn go_name(self) -> &'static str {
-        ARCHES
-            .iter()
-            .find(|(a, _)| *a == self)
-            .map(|(_, s)| *s)
-            .unwrap_or("unknown")
+        ARCHES.iter().find(|(a, _)| *a == self).map(|(_, s)| *s).unwrap_or("unknown")
     }
 
     /// The SIF arch of the machine strata was built for.
@@ -360,14 +352,8 @@ mod tests {
         assert_eq!(DataType::from_code(0x4010).to_string(), "Unknown");
         assert_eq!(PartType::PrimSys.to_string(), "*System");
         assert_eq!(SbomFormat::Other(99).to_string(), "unknown");
-        assert_eq!(
-            SbomFormat::from_name("github"),
-            Some(SbomFormat::GithubJson)
-        );
-        assert_eq!(
-            SbomFormat::from_name("spdx-yaml"),
-            Some(SbomFormat::SpdxYaml)
-        );
+        assert_eq!(SbomFormat::from_name("github"), Some(SbomFormat::GithubJson));
+        assert_eq!(SbomFormat::from_name("spdx-yaml"), Some(SbomFormat::SpdxYaml));
         assert_eq!(SbomFormat::from_name("nope"), None);
     }
 

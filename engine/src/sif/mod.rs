@@ -20,8 +20,7 @@ mod write;
 pub use descriptor::{Descriptor, NewObject, Signature};
 pub use error::SifError;
 pub use format::{
-    Arch, DataType, FormatType, FsType, HashType, Link, MessageType, PartType, Partition,
-    SbomFormat,
+    Arch, DataType, FormatType, FsType, HashType, Link, MessageType, PartType, Partition, SbomFormat,
 };
 pub use header::{format_uuid, Header};
 pub use read::{is_sif, ReadAt, Sif};

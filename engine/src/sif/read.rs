@@ -48,9 +48,7 @@ impl ReadAt for File {
 
 impl ReadAt for [u8] {
     fn pread(&self, buf: &mut [u8], offset: u64) -> io::Result<usize> {
-        let start = usize::try_from(offset)
-            .unwrap_or(usize::MAX)
-            .min(self.len());
+        let start = usize::try_from(offset).unwrap_or(usize::MAX).min(self.len());
         let n = buf.len().min(self.len() - start);
         buf[..n].copy_from_slice(&self[start..start + n]);
         Ok(n)
@@ -95,24 +93,17 @@ impl Sif {
 
     /// [`Sif::read`] for any positional reader.
     pub fn read_from<R: ReadAt + ?Sized>(r: &R) -> Result<Sif, SifError> {
-        let len = r
-            .size()
-            .map_err(|e| SifError::io("reading the file size", e))?;
+        let len = r.size().map_err(|e| SifError::io("reading the file size", e))?;
         if len < HEADER_LEN {
             return Err(SifError::TooShort { len });
         }
         let mut hb = [0u8; HEADER_LEN as usize];
-        r.pread_exact(&mut hb, 0)
-            .map_err(|e| SifError::io("reading the global header", e))?;
+        r.pread_exact(&mut hb, 0).map_err(|e| SifError::io("reading the global header", e))?;
         if !is_sif(&hb) {
-            return Err(SifError::BadMagic {
-                found: escape(&hb[MAGIC_OFFSET..MAGIC_OFFSET + MAGIC.len()]),
-            });
+            return Err(SifError::BadMagic { found: escape(&hb[MAGIC_OFFSET..MAGIC_OFFSET + MAGIC.len()]) });
         }
         if hb[42..45] != VERSION[..] {
-            return Err(SifError::BadVersion {
-                found: escape(&hb[42..45]),
-            });
+            return Err(SifError::BadVersion { found: escape(&hb[42..45]) });
         }
         let header = Header::parse(&hb);
         let table_end = check_header(&header, len)?;
@@ -137,11 +128,7 @@ impl Sif {
             slot += n as u64;
         }
         check_unique_and_disjoint(&descriptors)?;
-        Ok(Sif {
-            header,
-            descriptors,
-            file_len: len,
-        })
+        Ok(Sif { header, descriptors, file_len: len })
     }
 
     /// Used descriptors, in slot order.
@@ -183,11 +170,7 @@ impl Sif {
 }
 
 fn header_err(field: &'static str, value: i64, problem: impl Into<String>) -> SifError {
-    SifError::Header {
-        field,
-        value,
-        problem: problem.into(),
-    }
+    SifError::Header { field, value, problem: problem.into() }
 }
 
 /// Check the header's counts and offsets; returns the end of the descriptor table.
@@ -231,30 +214,19 @@ fn check_header(h: &Header, len: u64) -> Result<u64, SifError> {
     let table_end = off + table_len; // both < 2^63: no overflow in u64
     if total > 0 {
         if off < HEADER_LEN {
-            return Err(header_err(
-                "DescriptorsOffset",
-                h.descriptors_offset,
-                "overlaps the global header",
-            ));
+            return Err(header_err("DescriptorsOffset", h.descriptors_offset, "overlaps the global header"));
         }
         let declared_end = off + h.descriptors_size as u64;
         if declared_end > len {
             return Err(header_err(
                 "DescriptorsOffset",
                 h.descriptors_offset,
-                format!(
-                    "+ DescriptorsSize {} is past the end of the file ({len} bytes)",
-                    h.descriptors_size
-                ),
+                format!("+ DescriptorsSize {} is past the end of the file ({len} bytes)", h.descriptors_size),
             ));
         }
     }
     if h.data_offset.checked_add(h.data_size).is_none() {
-        return Err(header_err(
-            "DataOffset",
-            h.data_offset,
-            format!("+ DataSize {} overflows", h.data_size),
-        ));
+        return Err(header_err("DataOffset", h.data_offset, format!("+ DataSize {} overflows", h.data_size)));
     }
     if (h.data_offset as u64) < table_end.max(HEADER_LEN) {
         return Err(header_err(
@@ -280,10 +252,7 @@ fn check_bounds(d: &Descriptor, h: &Header, table_end: u64, len: u64) -> Result<
         )));
     }
     if d.offset < HEADER_LEN {
-        return Err(bad(format!(
-            "offset {} + size {} overlaps the global header",
-            d.offset, d.size
-        )));
+        return Err(bad(format!("offset {} + size {} overlaps the global header", d.offset, d.size)));
     }
     let table_start = h.descriptors_offset as u64;
     if d.offset < table_end && d.end() > table_start {

@@ -28,12 +28,7 @@ pub(crate) fn small_image() -> Vec<u8> {
         group_id: 1,
         linked: None,
         name: "root".into(),
-        extra: [
-            &2i32.to_le_bytes()[..],
-            &2i32.to_le_bytes()[..],
-            &Arch::Amd64.code()[..],
-        ]
-        .concat(),
+        extra: [&2i32.to_le_bytes()[..], &2i32.to_le_bytes()[..], &Arch::Amd64.code()[..]].concat(),
         alignment: None,
     };
     let d0 = Descriptor::build(0, &part, 8192, 4, 0, ZERO_TIME).unwrap();
@@ -68,11 +63,7 @@ fn reads_the_small_image() {
     assert_eq!(ds[0].name, "root");
     assert_eq!(
         ds[0].partition(),
-        Some(Partition {
-            fstype: FsType::Ext3,
-            parttype: PartType::PrimSys,
-            arch: Arch::Amd64
-        })
+        Some(Partition { fstype: FsType::Ext3, parttype: PartType::PrimSys, arch: Arch::Amd64 })
     );
     assert_eq!(ds[1].linked, Some(Link::Object(1)));
     assert_eq!(sif.primary_partition().map(|d| d.id), Some(1));
@@ -114,11 +105,7 @@ fn rejects_truncated_files() {
         err(&b[..100]),
         "not a SIF image: the file is 100 bytes, shorter than the 128-byte global header"
     );
-    assert!(
-        err(&b[..5000]).contains("past the end of the file (5000 bytes)"),
-        "{}",
-        err(&b[..5000])
-    );
+    assert!(err(&b[..5000]).contains("past the end of the file (5000 bytes)"), "{}", err(&b[..5000]));
     assert_eq!(
         err(&b[..8197]),
         "descriptor 2: offset 8196 + size 2 is past the end of the file (8197 bytes)"
@@ -129,16 +116,10 @@ fn rejects_truncated_files() {
 fn rejects_bad_magic_and_version() {
     let mut b = small_image();
     b[32] = b'X';
-    assert_eq!(
-        err(&b),
-        r#"not a SIF image: invalid SIF magic "XIF_MAGIC\x00""#
-    );
+    assert_eq!(err(&b), r#"not a SIF image: invalid SIF magic "XIF_MAGIC\x00""#);
     let mut b = small_image();
     b[43] = b'2';
-    assert_eq!(
-        err(&b),
-        r#"incompatible SIF version "02\x00": strata reads version "01""#
-    );
+    assert_eq!(err(&b), r#"incompatible SIF version "02\x00": strata reads version "01""#);
 }
 
 #[test]
@@ -158,10 +139,7 @@ fn rejects_negative_and_huge_counts() {
     assert!(err(&b).contains("past the end of the file"), "{}", err(&b));
     let mut b = small_image();
     set_i64(&mut b, 80, 5);
-    assert_eq!(
-        err(&b),
-        "global header: DescriptorsFree 5 is larger than DescriptorsTotal 4"
-    );
+    assert_eq!(err(&b), "global header: DescriptorsFree 5 is larger than DescriptorsTotal 4");
     let mut b = small_image();
     set_i64(&mut b, 104, 585);
     assert!(err(&b).contains("DescriptorsSize 585 is too small for 4 descriptors"));
@@ -171,15 +149,12 @@ fn rejects_negative_and_huge_counts() {
 fn rejects_descriptor_table_in_the_header_or_past_eof() {
     let mut b = small_image();
     set_i64(&mut b, 96, 64);
-    assert_eq!(
-        err(&b),
-        "global header: DescriptorsOffset 64 overlaps the global header"
-    );
+    assert_eq!(err(&b), "global header: DescriptorsOffset 64 overlaps the global header");
     let mut b = small_image();
     set_i64(&mut b, 96, 1 << 40);
-    assert!(err(&b).starts_with(
-        "global header: DescriptorsOffset 1099511627776 + DescriptorsSize 2340 is past"
-    ));
+    assert!(
+        err(&b).starts_with("global header: DescriptorsOffset 1099511627776 + DescriptorsSize 2340 is past")
+    );
     let mut b = small_image();
     set_i64(&mut b, 112, 4096);
     assert!(err(&b).contains("DataOffset 4096 is inside the header or descriptor table"));
@@ -204,23 +179,13 @@ fn rejects_bad_objects() {
     let mut b = small_image();
     set_i64(&mut b, field(1, 17), 99999);
     set_i64(&mut b, field(1, 25), 10);
-    assert_eq!(
-        err(&b),
-        "descriptor 2: offset 99999 + size 10 is past the end of the file (8198 bytes)"
-    );
+    assert_eq!(err(&b), "descriptor 2: offset 99999 + size 10 is past the end of the file (8198 bytes)");
     let mut b = small_image();
     set_i64(&mut b, field(1, 17), 8194);
-    assert_eq!(
-        err(&b),
-        "descriptor 1 (bytes 8192-8196) overlaps descriptor 2 (bytes 8194-8196)"
-    );
+    assert_eq!(err(&b), "descriptor 1 (bytes 8192-8196) overlaps descriptor 2 (bytes 8194-8196)");
     let mut b = small_image();
     set_i64(&mut b, field(1, 17), 4100);
-    assert!(
-        err(&b).contains("overlaps the descriptor table (bytes 4096-6436)"),
-        "{}",
-        err(&b)
-    );
+    assert!(err(&b).contains("overlaps the descriptor table (bytes 4096-6436)"), "{}", err(&b));
     let mut b = small_image();
     set_i64(&mut b, field(1, 17), 0);
     assert!(err(&b).contains("overlaps the global header"));
@@ -230,22 +195,13 @@ fn rejects_bad_objects() {
 fn rejects_bad_ids_and_names() {
     let mut b = small_image();
     b[field(1, 5)..field(1, 9)].copy_from_slice(&1u32.to_le_bytes());
-    assert_eq!(
-        err(&b),
-        "descriptor 1: ID is used by both slot 0 and slot 1"
-    );
+    assert_eq!(err(&b), "descriptor 1: ID is used by both slot 0 and slot 1");
     let mut b = small_image();
     b[field(1, 5)..field(1, 9)].copy_from_slice(&0u32.to_le_bytes());
-    assert_eq!(
-        err(&b),
-        "descriptor slot 1: is in use but has the invalid object ID 0"
-    );
+    assert_eq!(err(&b), "descriptor slot 1: is in use but has the invalid object ID 0");
     let mut b = small_image();
     b[field(1, 73)] = 0xff;
-    assert_eq!(
-        err(&b),
-        r#"descriptor 2: name "\xff.json" is not valid UTF-8"#
-    );
+    assert_eq!(err(&b), r#"descriptor 2: name "\xff.json" is not valid UTF-8"#);
 }
 
 #[test]
@@ -259,19 +215,10 @@ fn empty_objects_need_no_space() {
 #[test]
 fn lookup_follows_siftool() {
     let sif = Sif::read_from(&small_image()[..]).unwrap();
-    assert_eq!(
-        sif.get_descriptor(0).unwrap_err().to_string(),
-        "invalid object ID 0"
-    );
-    assert_eq!(
-        sif.get_descriptor(9).unwrap_err().to_string(),
-        "object 9 not found"
-    );
+    assert_eq!(sif.get_descriptor(0).unwrap_err().to_string(), "invalid object ID 0");
+    assert_eq!(sif.get_descriptor(9).unwrap_err().to_string(), "object 9 not found");
     let mut b = small_image();
     set_i64(&mut b, 80, 4);
     let sif = Sif::read_from(&b[..]).unwrap();
-    assert_eq!(
-        sif.get_descriptor(1).unwrap_err().to_string(),
-        "no objects in image"
-    );
+    assert_eq!(sif.get_descriptor(1).unwrap_err().to_string(), "no objects in image");
 }

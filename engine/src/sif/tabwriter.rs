@@ -184,8 +184,7 @@ impl TabWriter {
                 }
             }
             if i + 1 == self.lines.len() {
-                self.out
-                    .extend_from_slice(&self.buf[pos..pos + self.cell.size]);
+                self.out.extend_from_slice(&self.buf[pos..pos + self.cell.size]);
                 pos += self.cell.size;
             } else {
                 self.out.push(b'\n');
@@ -214,10 +213,7 @@ mod tests {
 
     #[test]
     fn a_line_without_tabs_splits_blocks() {
-        assert_eq!(
-            tab(1, b"a:\t1\nplain\nlong:\t2\n"),
-            "a: 1\nplain\nlong: 2\n"
-        );
+        assert_eq!(tab(1, b"a:\t1\nplain\nlong:\t2\n"), "a: 1\nplain\nlong: 2\n");
     }
 
     #[test]

@@ -13,10 +13,7 @@ pub fn testdata() -> Option<PathBuf> {
         .map(|a| a.join("shared/testdata"))
         .find(|p| p.join("sif/images").is_dir());
     if found.is_none() {
-        eprintln!(
-            "skipping: reference test data (shared/testdata) not found beside {}",
-            crate_dir.display()
-        );
+        eprintln!("skipping: reference test data (shared/testdata) not found beside {}", crate_dir.display());
     }
     found
 }

@@ -47,12 +47,7 @@ impl CreateOptions {
 
     /// A reproducible image: nil ID, zero times; later changes keep it reproducible.
     pub fn deterministic() -> Self {
-        CreateOptions {
-            id: [0; 16],
-            time: ZERO_TIME,
-            capacity: DEFAULT_CAPACITY,
-            launch_script: Vec::new(),
-        }
+        CreateOptions { id: [0; 16], time: ZERO_TIME, capacity: DEFAULT_CAPACITY, launch_script: Vec::new() }
     }
 }
 
@@ -96,11 +91,7 @@ pub fn random_uuid() -> Result<[u8; 16], SifError> {
 
 /// The reference's `nextAligned`, on absolute file offsets.
 pub fn next_aligned(offset: u64, alignment: u64) -> Result<u64, SifError> {
-    let rem = if alignment == 0 {
-        0
-    } else {
-        offset % alignment
-    };
+    let rem = if alignment == 0 { 0 } else { offset % alignment };
     if rem == 0 {
         return Ok(offset);
     }
@@ -138,11 +129,7 @@ struct Undo<'a> {
 
 impl<'a> Undo<'a> {
     fn new(file: &'a File, old_len: u64) -> Self {
-        Undo {
-            file,
-            old_len,
-            saved: Vec::new(),
-        }
+        Undo { file, old_len, saved: Vec::new() }
     }
 
     fn write(&mut self, at: u64, bytes: &[u8]) -> io::Result<()> {
@@ -212,36 +199,21 @@ impl Sif {
         file.set_len(0).map_err(write_err("the new image"))?;
         if table_len > 0 {
             // An all-zero table: the file is extended over it (a hole reads as zeros).
-            file.set_len(header.data_offset as u64)
-                .map_err(write_err("the descriptor table"))?;
+            file.set_len(header.data_offset as u64).map_err(write_err("the descriptor table"))?;
         }
-        file.write_all_at(&header.to_bytes(), 0)
-            .map_err(write_err("the global header"))?;
+        file.write_all_at(&header.to_bytes(), 0).map_err(write_err("the global header"))?;
         let file_len = file.metadata().map_err(write_err("the new image"))?.len();
-        Ok(Sif {
-            header,
-            descriptors: Vec::new(),
-            file_len,
-        })
+        Ok(Sif { header, descriptors: Vec::new(), file_len })
     }
 
     /// The time a change records: zero time for a deterministic image, else now.
     fn change_time(&self, time: Option<i64>) -> i64 {
-        time.unwrap_or_else(|| {
-            if self.header.is_deterministic() {
-                ZERO_TIME
-            } else {
-                now()
-            }
-        })
+        time.unwrap_or_else(|| if self.header.is_deterministic() { ZERO_TIME } else { now() })
     }
 
     /// The image must be the one that was read: same length, so nothing appended since.
     fn check_unchanged(&self, file: &File) -> Result<(), SifError> {
-        let len = file
-            .metadata()
-            .map_err(|e| SifError::io("checking the image", e))?
-            .len();
+        let len = file.metadata().map_err(|e| SifError::io("checking the image", e))?.len();
         if len != self.file_len {
             return Err(SifError::io(
                 "checking the image",
@@ -260,10 +232,7 @@ impl Sif {
 
     /// End of the data in use: the object that ends last, or the start of the data section.
     fn data_end(&self) -> u64 {
-        self.descriptors
-            .iter()
-            .map(Descriptor::end)
-            .fold(self.header.data_offset as u64, u64::max)
+        self.descriptors.iter().map(Descriptor::end).fold(self.header.data_offset as u64, u64::max)
     }
 
     /// Add an object as `AddObject` does: first free slot (ID = slot + 1), placed after the
@@ -293,10 +262,7 @@ impl Sif {
         match obj.linked {
             Some(Link::Object(0)) => return Err(SifError::InvalidObjectId),
             Some(Link::Group(0)) => {
-                return Err(SifError::Descriptor {
-                    id,
-                    problem: "link to the invalid group ID 0".into(),
-                })
+                return Err(SifError::Descriptor { id, problem: "link to the invalid group ID 0".into() })
             }
             _ => {}
         }
@@ -319,20 +285,12 @@ impl Sif {
 
         let t = self.change_time(time);
         let unaligned = self.data_end();
-        let alignment = obj.alignment.unwrap_or(if part.is_some() {
-            PARTITION_ALIGNMENT
-        } else {
-            0
-        });
+        let alignment = obj.alignment.unwrap_or(if part.is_some() { PARTITION_ALIGNMENT } else { 0 });
         let offset = next_aligned(unaligned, alignment)?;
         let is_oci = matches!(obj.data_type, DataType::OciRootIndex | DataType::OciBlob);
         let mut hash = is_oci.then(Sha256::new);
 
-        let target = Target {
-            file,
-            offset,
-            old_len: self.file_len,
-        };
+        let target = Target { file, offset, old_len: self.file_len };
         let mut undo = Undo::new(file, self.file_len);
         let copied = match data {
             Source::Bytes(b) => self
@@ -341,8 +299,7 @@ impl Sif {
                     if let Some(h) = hash.as_mut() {
                         h.update(b);
                     }
-                    file.write_all_at(b, offset)
-                        .map_err(write_err("the object data"))
+                    file.write_all_at(b, offset).map_err(write_err("the object data"))
                 })
                 .map(|()| b.len() as u64),
             Source::File(src) => self.copy_source(src, &target, hash.as_mut()),
@@ -389,11 +346,8 @@ impl Sif {
     /// Where [`Sif::add_object`] would place the data of `obj` now: after the in-use object that
     /// ends last, aligned. Lets a caller preallocate that range before adding.
     pub fn next_offset(&self, obj: &NewObject) -> Result<u64, SifError> {
-        let alignment = obj.alignment.unwrap_or(if obj.partition_meta().is_some() {
-            PARTITION_ALIGNMENT
-        } else {
-            0
-        });
+        let alignment =
+            obj.alignment.unwrap_or(if obj.partition_meta().is_some() { PARTITION_ALIGNMENT } else { 0 });
         next_aligned(self.data_end(), alignment)
     }
 
@@ -402,12 +356,7 @@ impl Sif {
     /// object that follows it.
     pub fn check_last(&self, id: u32) -> Result<(), SifError> {
         let d = self.descriptor(id).ok_or(SifError::ObjectNotFound(id))?;
-        match self
-            .descriptors
-            .iter()
-            .filter(|x| x.id != id && x.end() > d.offset)
-            .min_by_key(|x| x.offset)
-        {
+        match self.descriptors.iter().filter(|x| x.id != id && x.end() > d.offset).min_by_key(|x| x.offset) {
             Some(next) => Err(SifError::NotLastObject { id, next: next.id }),
             None => Ok(()),
         }
@@ -427,11 +376,7 @@ impl Sif {
         time: Option<i64>,
     ) -> Result<(), SifError> {
         self.check_unchanged(file)?;
-        let i = self
-            .descriptors
-            .iter()
-            .position(|d| d.id == id)
-            .ok_or(SifError::ObjectNotFound(id))?;
+        let i = self.descriptors.iter().position(|d| d.id == id).ok_or(SifError::ObjectNotFound(id))?;
         let old = &self.descriptors[i];
         let last = self.check_last(id).is_ok();
         if new_size > old.size {
@@ -487,13 +432,8 @@ impl Sif {
         target: &Target<'_>,
         hash: Option<&mut Sha256>,
     ) -> Result<u64, SifError> {
-        let meta = src
-            .metadata()
-            .map_err(|e| SifError::io("reading the object file", e))?;
-        let dst = target
-            .file
-            .metadata()
-            .map_err(|e| SifError::io("reading the image", e))?;
+        let meta = src.metadata().map_err(|e| SifError::io("reading the object file", e))?;
+        let dst = target.file.metadata().map_err(|e| SifError::io("reading the image", e))?;
         if meta.dev() == dst.dev() && meta.ino() == dst.ino() {
             return Err(SifError::io(
                 "adding the object",
@@ -507,8 +447,8 @@ impl Sif {
             Ok(len)
         } else {
             let mut r: &File = src;
-            let n = copy_stream(&mut r as &mut dyn Read, target, hash)
-                .map_err(write_err("the object data"))?;
+            let n =
+                copy_stream(&mut r as &mut dyn Read, target, hash).map_err(write_err("the object data"))?;
             self.check_fits(target.offset, n)?;
             Ok(n)
         }
@@ -516,21 +456,12 @@ impl Sif {
 
     /// Delete an object as `siftool del` does: the slot is zeroed and counted free, the data,
     /// the file length and `DataSize` stay; deleting the primary partition resets the arch.
-    pub fn delete_object(
-        &mut self,
-        file: &File,
-        id: u32,
-        time: Option<i64>,
-    ) -> Result<(), SifError> {
+    pub fn delete_object(&mut self, file: &File, id: u32, time: Option<i64>) -> Result<(), SifError> {
         self.check_unchanged(file)?;
         if id == 0 && !self.descriptors.is_empty() {
             return Err(SifError::InvalidObjectId);
         }
-        let i = self
-            .descriptors
-            .iter()
-            .position(|d| d.id == id)
-            .ok_or(SifError::ObjectNotFound(id))?;
+        let i = self.descriptors.iter().position(|d| d.id == id).ok_or(SifError::ObjectNotFound(id))?;
         let d = &self.descriptors[i];
         let t = self.change_time(time);
         let mut header = self.header.clone();
@@ -560,16 +491,9 @@ impl Sif {
         if id == 0 && !self.descriptors.is_empty() {
             return Err(SifError::InvalidObjectId);
         }
-        let i = self
-            .descriptors
-            .iter()
-            .position(|d| d.id == id)
-            .ok_or(SifError::ObjectNotFound(id))?;
+        let i = self.descriptors.iter().position(|d| d.id == id).ok_or(SifError::ObjectNotFound(id))?;
         let d = &self.descriptors[i];
-        let p = d.partition().ok_or(SifError::NotAPartition {
-            id,
-            data_type: d.data_type,
-        })?;
+        let p = d.partition().ok_or(SifError::NotAPartition { id, data_type: d.data_type })?;
         match p.parttype {
             PartType::PrimSys => return Ok(()),
             PartType::System => {}

@@ -51,28 +51,19 @@ fn new_object() -> impl Strategy<Value = NewObject> {
         prop::option::of(0u64..5000),
         (1i32..7, 1i32..5, 1i64..14),
     )
-        .prop_map(
-            |(data_type, group_id, linked, name, extra, alignment, (fs, pt, arch))| {
-                let extra = if data_type == DataType::Partition {
-                    Partition {
-                        fstype: FsType::from_code(fs),
-                        parttype: PartType::from_code(if pt == 2 { 1 } else { pt }),
-                        arch: Arch::from_number(arch).unwrap(),
-                    }
-                    .to_extra()
-                } else {
-                    extra
-                };
-                NewObject {
-                    data_type,
-                    group_id,
-                    linked,
-                    name,
-                    extra,
-                    alignment,
+        .prop_map(|(data_type, group_id, linked, name, extra, alignment, (fs, pt, arch))| {
+            let extra = if data_type == DataType::Partition {
+                Partition {
+                    fstype: FsType::from_code(fs),
+                    parttype: PartType::from_code(if pt == 2 { 1 } else { pt }),
+                    arch: Arch::from_number(arch).unwrap(),
                 }
-            },
-        )
+                .to_extra()
+            } else {
+                extra
+            };
+            NewObject { data_type, group_id, linked, name, extra, alignment }
+        })
 }
 
 fn op() -> impl Strategy<Value = Op> {
@@ -142,9 +133,7 @@ fn oci_objects_carry_their_sha256() {
         extra: Vec::new(),
         alignment: None,
     };
-    let id = sif
-        .add_object(&file, &obj, Source::Bytes(b"abc"), None)
-        .unwrap();
+    let id = sif.add_object(&file, &obj, Source::Bytes(b"abc"), None).unwrap();
     let d = Sif::read(&file).unwrap().descriptor(id).unwrap().clone();
     assert_eq!(
         d.oci_digest().unwrap().unwrap(),
@@ -166,60 +155,39 @@ fn allocated(f: &File) -> u64 {
 fn sparse_objects_stay_sparse_and_stale_tails_read_as_zeros() {
     let (_tmp, file, mut sif) = temp_image(&CreateOptions::deterministic());
     let part = NewObject::partition(
-        Partition {
-            fstype: FsType::Ext3,
-            parttype: PartType::Overlay,
-            arch: Arch::Amd64,
-        },
+        Partition { fstype: FsType::Ext3, parttype: PartType::Overlay, arch: Arch::Amd64 },
         1,
     );
     // A 1 MiB object of 0xAA, deleted: its bytes stay in the file as a stale tail.
     let junk = vec![0xAAu8; 1 << 20];
-    let id = sif
-        .add_object(&file, &part, Source::Bytes(&junk), None)
-        .unwrap();
+    let id = sif.add_object(&file, &part, Source::Bytes(&junk), None).unwrap();
     sif.delete_object(&file, id, None).unwrap();
     // A 64 MiB sparse file with 4 KiB of data in the middle, added over that tail.
     let src = tempfile::tempfile().unwrap();
     src.set_len(64 << 20).unwrap();
     src.write_all_at(&[0x55; 4096], 32 << 20).unwrap();
-    let id = sif
-        .add_object(&file, &part, Source::File(&src), None)
-        .unwrap();
+    let id = sif.add_object(&file, &part, Source::File(&src), None).unwrap();
     let d = Sif::read(&file).unwrap().descriptor(id).unwrap().clone();
     assert_eq!((d.offset, d.size), (32768, 64 << 20));
     let mut head = vec![1u8; 1 << 20];
     file.read_exact_at(&mut head, d.offset).unwrap();
-    assert!(
-        head.iter().all(|&b| b == 0),
-        "stale bytes of the deleted object must not show through"
-    );
+    assert!(head.iter().all(|&b| b == 0), "stale bytes of the deleted object must not show through");
     let mut mid = vec![0u8; 4096];
     file.read_exact_at(&mut mid, d.offset + (32 << 20)).unwrap();
     assert!(mid.iter().all(|&b| b == 0x55));
     assert_eq!(file.metadata().unwrap().len(), d.end());
-    assert!(
-        allocated(&file) < 8 << 20,
-        "holes were filled: {} bytes allocated",
-        allocated(&file)
-    );
+    assert!(allocated(&file) < 8 << 20, "holes were filled: {} bytes allocated", allocated(&file));
 }
 
 #[test]
 fn an_empty_object_does_not_extend_the_file() {
     let (_tmp, file, mut sif) = temp_image(&CreateOptions::deterministic());
     let part = NewObject::partition(
-        Partition {
-            fstype: FsType::Raw,
-            parttype: PartType::Data,
-            arch: Arch::Amd64,
-        },
+        Partition { fstype: FsType::Raw, parttype: PartType::Data, arch: Arch::Amd64 },
         1,
     );
     let empty = tempfile::tempfile().unwrap();
-    let id = sif
-        .add_object(&file, &part, Source::File(&empty), None)
-        .unwrap();
+    let id = sif.add_object(&file, &part, Source::File(&empty), None).unwrap();
     let d = Sif::read(&file).unwrap().descriptor(id).unwrap().clone();
     assert_eq!((d.offset, d.size, d.size_with_padding), (32768, 0, 592));
     assert_eq!(file.metadata().unwrap().len(), 32176);
@@ -238,9 +206,7 @@ fn an_image_changed_since_it_was_read_is_not_written() {
         extra: Vec::new(),
         alignment: None,
     };
-    let e = sif
-        .add_object(&file, &obj, Source::Bytes(b"x"), None)
-        .unwrap_err();
+    let e = sif.add_object(&file, &obj, Source::Bytes(b"x"), None).unwrap_err();
     assert_eq!(
         e.to_string(),
         "checking the image: its length changed from 32176 to 40000 bytes since it was read"
@@ -255,22 +221,14 @@ fn adding_an_image_to_itself_is_refused() {
         .add_object(
             &file,
             &NewObject::partition(
-                Partition {
-                    fstype: FsType::Raw,
-                    parttype: PartType::Data,
-                    arch: Arch::Amd64,
-                },
+                Partition { fstype: FsType::Raw, parttype: PartType::Data, arch: Arch::Amd64 },
                 1,
             ),
             Source::File(&same),
             None,
         )
         .unwrap_err();
-    assert!(
-        e.to_string()
-            .contains("the object file is the image itself"),
-        "{e}"
-    );
+    assert!(e.to_string().contains("the object file is the image itself"), "{e}");
     assert_eq!(file.metadata().unwrap().len(), 32176);
 }
 
@@ -320,17 +278,11 @@ fn alignment_matches_next_aligned() {
 fn the_last_object_grows_and_any_object_shrinks_in_place() {
     let (_tmp, file, mut sif) = temp_image(&CreateOptions::deterministic());
     let part = NewObject::partition(
-        Partition {
-            fstype: FsType::Ext3,
-            parttype: PartType::Overlay,
-            arch: Arch::Amd64,
-        },
+        Partition { fstype: FsType::Ext3, parttype: PartType::Overlay, arch: Arch::Amd64 },
         1,
     );
     let at = sif.next_offset(&part).unwrap();
-    let id = sif
-        .add_object(&file, &part, Source::Bytes(&[7u8; 5000]), None)
-        .unwrap();
+    let id = sif.add_object(&file, &part, Source::Bytes(&[7u8; 5000]), None).unwrap();
     assert_eq!(sif.descriptor(id).unwrap().offset, at);
     sif.resize_object(&file, id, 12_000, None).unwrap();
     let d = sif.descriptor(id).unwrap().clone();
@@ -341,10 +293,7 @@ fn the_last_object_grows_and_any_object_shrinks_in_place() {
     assert!(bytes[5000..].iter().all(|&b| b == 0));
     let reread = Sif::read(&file).unwrap();
     assert_eq!(reread.descriptor(id), Some(&d));
-    assert_eq!(
-        reread.header.data_size as u64,
-        at + 12_000 - reread.header.data_offset as u64
-    );
+    assert_eq!(reread.header.data_size as u64, at + 12_000 - reread.header.data_offset as u64);
 
     sif.resize_object(&file, id, 3000, None).unwrap();
     assert_eq!(file.metadata().unwrap().len(), at + 3000);
@@ -362,25 +311,17 @@ fn the_last_object_grows_and_any_object_shrinks_in_place() {
         extra: Vec::new(),
         alignment: None,
     };
-    let next = sif
-        .add_object(&file, &generic, Source::Bytes(b"after"), None)
-        .unwrap();
+    let next = sif.add_object(&file, &generic, Source::Bytes(b"after"), None).unwrap();
     let before = std::fs::read(_tmp.path()).unwrap();
     assert!(matches!(
         sif.resize_object(&file, id, 4000, None),
         Err(SifError::NotLastObject { id: i, next: n }) if i == id && n == next
     ));
-    assert!(matches!(
-        sif.check_last(id),
-        Err(SifError::NotLastObject { .. })
-    ));
+    assert!(matches!(sif.check_last(id), Err(SifError::NotLastObject { .. })));
     assert_eq!(std::fs::read(_tmp.path()).unwrap(), before);
     sif.resize_object(&file, id, 1000, None).unwrap();
     assert_eq!(file.metadata().unwrap().len(), before.len() as u64);
     let reread = Sif::read(&file).unwrap();
     assert_eq!(reread.descriptor(id).unwrap().size, 1000);
-    assert_eq!(
-        object_bytes(&file, reread.descriptor(next).unwrap()),
-        b"after"
-    );
+    assert_eq!(object_bytes(&file, reread.descriptor(next).unwrap()), b"after");
 }

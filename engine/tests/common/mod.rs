@@ -15,10 +15,7 @@ where
     I: IntoIterator<Item = S>,
     S: AsRef<std::ffi::OsStr>,
 {
-    Command::new(env!("CARGO_BIN_EXE_strata"))
-        .args(args)
-        .output()
-        .expect("run strata")
+    Command::new(env!("CARGO_BIN_EXE_strata")).args(args).output().expect("run strata")
 }
 
 /// Run and require success; returns stdout.
@@ -28,11 +25,7 @@ where
     S: AsRef<std::ffi::OsStr>,
 {
     let out = strata(args);
-    assert!(
-        out.status.success(),
-        "strata failed: {}",
-        String::from_utf8_lossy(&out.stderr)
-    );
+    assert!(out.status.success(), "strata failed: {}", String::from_utf8_lossy(&out.stderr));
     out.stdout
 }
 
@@ -178,9 +171,8 @@ pub fn static_busybox() -> Option<PathBuf> {
 }
 
 /// Applets linked to busybox in the test sandboxes.
-pub const APPLETS: [&str; 12] = [
-    "sh", "ls", "cat", "echo", "mkdir", "touch", "stat", "id", "true", "false", "env", "rm",
-];
+pub const APPLETS: [&str; 12] =
+    ["sh", "ls", "cat", "echo", "mkdir", "touch", "stat", "id", "true", "false", "env", "rm"];
 
 /// A minimal sandbox at `dir`: `bin/busybox` with relative applet symlinks (`busybox --install
 /// -s` would make absolute links to the host path), and a `hello` file. `None` (and a printed

@@ -48,10 +48,7 @@ fn main() {
                 // SAFETY: a valid C string; the returned fd is ours.
                 let fd = unsafe { libc::open(c.as_ptr(), flags) };
                 if fd < 0 {
-                    die(&format!(
-                        "cannot open {path}: {}",
-                        std::io::Error::last_os_error()
-                    ));
+                    die(&format!("cannot open {path}: {}", std::io::Error::last_os_error()));
                 }
                 fds.push((fd, n));
             }
@@ -64,15 +61,12 @@ fn main() {
         None
     } else {
         let bytes = std::fs::read(plan_file).unwrap_or_else(|e| die(&format!("{plan_file}: {e}")));
-        let memfd =
-            nix::sys::memfd::memfd_create(c"plan", nix::sys::memfd::MemFdCreateFlag::empty())
-                .unwrap_or_else(|e| die(&format!("memfd: {e}")));
+        let memfd = nix::sys::memfd::memfd_create(c"plan", nix::sys::memfd::MemFdCreateFlag::empty())
+            .unwrap_or_else(|e| die(&format!("memfd: {e}")));
         let mut f = std::fs::File::from(memfd);
-        f.write_all(&bytes)
-            .unwrap_or_else(|e| die(&format!("write: {e}")));
+        f.write_all(&bytes).unwrap_or_else(|e| die(&format!("write: {e}")));
         use std::io::Seek;
-        f.seek(std::io::SeekFrom::Start(0))
-            .unwrap_or_else(|e| die(&format!("seek: {e}")));
+        f.seek(std::io::SeekFrom::Start(0)).unwrap_or_else(|e| die(&format!("seek: {e}")));
         Some(f.into_raw_fd())
     };
     // Move everything out of the way first, then into place (targets may collide with sources).
@@ -105,8 +99,5 @@ fn main() {
     // SAFETY: argv and envp are NULL-terminated arrays of valid C strings that outlive the call.
     unsafe { libc::execve(starter_c.as_ptr(), argv.as_ptr(), envp.as_ptr()) };
     let _ = std::io::stderr().as_raw_fd();
-    die(&format!(
-        "exec {starter}: {}",
-        std::io::Error::last_os_error()
-    ));
+    die(&format!("exec {starter}: {}", std::io::Error::last_os_error()));
 }

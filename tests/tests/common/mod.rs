@@ -25,9 +25,8 @@ pub fn reference_sif() -> Option<PathBuf> {
 /// busybox SIF when the shared test data has it, else the busybox squashfs built at test time
 /// (with a printed note), so that these tests run everywhere.
 pub fn busybox_image() -> Option<PathBuf> {
-    let sif = strata_e2e::shared_testdata()
-        .map(|d| d.join("apptainer/busybox_amd64.sif"))
-        .filter(|p| p.is_file());
+    let sif =
+        strata_e2e::shared_testdata().map(|d| d.join("apptainer/busybox_amd64.sif")).filter(|p| p.is_file());
     match sif {
         Some(sif) => Some(sif),
         None => {
@@ -63,9 +62,7 @@ pub fn make_sif(
 ) -> PathBuf {
     let part = dir.copy_in(rootfs, &format!("{name}.part"));
     let sif = dir.join(name);
-    install
-        .strata_as(user, &argv!["sif", "new", &sif], &RunOpts::new())
-        .assert_success();
+    install.strata_as(user, &argv!["sif", "new", &sif], &RunOpts::new()).assert_success();
     install
         .strata_as(
             user,
@@ -141,12 +138,7 @@ pub fn wait_for_group_gone(pgid: u32, timeout: Duration) -> Vec<(u32, String)> {
 pub fn kill(pid: u32, signal: i32) {
     // SAFETY: kill(2) with a pid and signal number; no memory is passed.
     let rc = unsafe { libc::kill(pid as libc::pid_t, signal) };
-    assert_eq!(
-        rc,
-        0,
-        "kill({pid}, {signal}): {}",
-        std::io::Error::last_os_error()
-    );
+    assert_eq!(rc, 0, "kill({pid}, {signal}): {}", std::io::Error::last_os_error());
 }
 
 /// The lines of `losetup -a` that name `image` (a loop device still attached to it).
@@ -157,11 +149,7 @@ pub fn losetup_lines_for(image: &Path) -> Vec<String> {
         .unwrap_or_else(|err| panic!("cannot run losetup -a: {err}"));
     assert!(out.status.success(), "losetup -a failed: {out:?}");
     let name = image.to_string_lossy().into_owned();
-    String::from_utf8_lossy(&out.stdout)
-        .lines()
-        .filter(|l| l.contains(&name))
-        .map(str::to_string)
-        .collect()
+    String::from_utf8_lossy(&out.stdout).lines().filter(|l| l.contains(&name)).map(str::to_string).collect()
 }
 
 /// Panics if `losetup -a` still lists a device backed by `image` after a settle time of up

@@ -9,8 +9,8 @@ use std::path::{Path, PathBuf};
 use std::sync::OnceLock;
 
 use strata_e2e::{
-    argv, busybox, run_as, run_as_root, spawn_as, spawn_as_root, Install, Output, RunOpts, Running,
-    TestDir, TestUser,
+    argv, busybox, run_as, run_as_root, spawn_as, spawn_as_root, Install, Output, RunOpts, Running, TestDir,
+    TestUser,
 };
 
 /// What the starter says when a user asks for a directory overlay.
@@ -26,10 +26,7 @@ pub enum Who {
 impl Who {
     /// The ordinary user and the one with uid/gid above 65535.
     pub fn users() -> Option<Vec<Who>> {
-        Some(vec![
-            Who::User(TestUser::ordinary()?),
-            Who::User(TestUser::high()?),
-        ])
+        Some(vec![Who::User(TestUser::ordinary()?), Who::User(TestUser::high()?)])
     }
 
     /// Both users, then root.
@@ -95,12 +92,7 @@ impl Who {
         self.strata_with(install, args, &RunOpts::new().cwd(cwd))
     }
 
-    pub fn strata_with<S: AsRef<OsStr>>(
-        &self,
-        install: &Install,
-        args: &[S],
-        opts: &RunOpts,
-    ) -> Output {
+    pub fn strata_with<S: AsRef<OsStr>>(&self, install: &Install, args: &[S], opts: &RunOpts) -> Output {
         match self {
             Who::User(u) => install.strata_as(u, args, opts),
             Who::Root => install.strata_as_root(args, opts),
@@ -108,12 +100,7 @@ impl Who {
     }
 
     /// Starts `strata args...` as this user in `cwd`, without waiting.
-    pub fn spawn_strata<S: AsRef<OsStr>>(
-        &self,
-        install: &Install,
-        cwd: &Path,
-        args: &[S],
-    ) -> Running {
+    pub fn spawn_strata<S: AsRef<OsStr>>(&self, install: &Install, cwd: &Path, args: &[S]) -> Running {
         let mut full: Vec<OsString> = vec![install.strata().into_os_string()];
         full.extend(args.iter().map(|a| a.as_ref().to_owned()));
         let opts = RunOpts::new().cwd(cwd);
@@ -147,31 +134,18 @@ pub fn test_sif(install: &Install) -> Option<&'static Path> {
         let tree = dir.copy_in(&images.sandbox, "rootfs");
         fs::write(tree.join("etc/hostname"), "strata-fixture\n").expect("write /etc/hostname");
         fs::create_dir(tree.join("scratch")).expect("mkdir /scratch");
-        fs::set_permissions(
-            tree.join("scratch"),
-            std::os::unix::fs::PermissionsExt::from_mode(0o777),
-        )
-        .expect("chmod /scratch");
+        fs::set_permissions(tree.join("scratch"), std::os::unix::fs::PermissionsExt::from_mode(0o777))
+            .expect("chmod /scratch");
         fs::write(tree.join("scratch/hostname"), "strata-fixture\n").expect("write /scratch");
         let squashfs = dir.join("rootfs.sqfs");
         run_as_root(
-            &argv![
-                "mksquashfs",
-                &tree,
-                &squashfs,
-                "-noappend",
-                "-all-root",
-                "-quiet",
-                "-no-progress"
-            ],
+            &argv!["mksquashfs", &tree, &squashfs, "-noappend", "-all-root", "-quiet", "-no-progress"],
             &RunOpts::new(),
         )
         .assert_success();
         let sif = dir.join("busybox.sif");
         let root = |args: Vec<OsString>| {
-            install
-                .strata_as_root(&args, &RunOpts::new())
-                .assert_success();
+            install.strata_as_root(&args, &RunOpts::new()).assert_success();
         };
         root(argv!["sif", "new", &sif]);
         root(argv![
@@ -203,9 +177,7 @@ pub fn test_sif(install: &Install) -> Option<&'static Path> {
 pub fn plain_ext3(who: Who, dir: &TestDir, name: &str, mib: u32) -> PathBuf {
     who.sh(
         dir.path(),
-        &format!(
-            "dd if=/dev/zero of={name} bs=1M count={mib} status=none && mkfs.ext3 -q -F {name}"
-        ),
+        &format!("dd if=/dev/zero of={name} bs=1M count={mib} status=none && mkfs.ext3 -q -F {name}"),
     )
     .assert_success();
     dir.join(name)
@@ -226,10 +198,7 @@ pub fn marker_squashfs(who: Who, dir: &TestDir, name: &str) -> PathBuf {
 
 /// `debugfs -R 'stat PATH' IMAGE`, as root: the inode's description.
 pub fn debugfs_stat(image: &Path, path: &str) -> String {
-    let out = run_as_root(
-        &argv!["debugfs", "-R", format!("stat {path}"), image],
-        &RunOpts::new(),
-    );
+    let out = run_as_root(&argv!["debugfs", "-R", format!("stat {path}"), image], &RunOpts::new());
     out.assert_success();
     out.stdout
 }

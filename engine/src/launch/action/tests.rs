@@ -39,9 +39,7 @@ struct FakeRoot {
 
 impl FakeRoot {
     fn new() -> FakeRoot {
-        FakeRoot {
-            dir: tempfile::tempdir().unwrap(),
-        }
+        FakeRoot { dir: tempfile::tempdir().unwrap() }
     }
 
     fn root(&self) -> PathBuf {
@@ -90,10 +88,7 @@ impl FakeRoot {
 }
 
 fn env_with(host: &[(&str, &str)], user: &[&str], action: Action) -> ContainerEnv {
-    let host: Vec<(String, String)> = host
-        .iter()
-        .map(|(k, v)| (k.to_string(), v.to_string()))
-        .collect();
+    let host: Vec<(String, String)> = host.iter().map(|(k, v)| (k.to_string(), v.to_string())).collect();
     let opts = EnvOptions {
         cleanenv: false,
         env: user.iter().map(|s| s.to_string()).collect(),
@@ -114,16 +109,8 @@ struct Run {
     stderr: String,
 }
 
-fn run(
-    shell: &[String],
-    root: &FakeRoot,
-    action: Action,
-    env: &ContainerEnv,
-    args: &[&str],
-) -> Run {
-    let script = ActionScript::new(action, env)
-        .with_root(&root.root())
-        .with_level(Level::Info);
+fn run(shell: &[String], root: &FakeRoot, action: Action, env: &ContainerEnv, args: &[&str]) -> Run {
+    let script = ActionScript::new(action, env).with_root(&root.root()).with_level(Level::Info);
     let argv = script.argv(&args.iter().map(|s| s.to_string()).collect::<Vec<_>>());
     assert_eq!(argv[0], "/bin/sh");
     assert_eq!(argv[1], "-c");
@@ -145,19 +132,11 @@ fn run(
 
 /// `env` output as a map.
 fn env_map(stdout: &str) -> BTreeMap<String, String> {
-    stdout
-        .lines()
-        .filter_map(|l| l.split_once('='))
-        .map(|(k, v)| (k.to_string(), v.to_string()))
-        .collect()
+    stdout.lines().filter_map(|l| l.split_once('=')).map(|(k, v)| (k.to_string(), v.to_string())).collect()
 }
 
-const HOST: &[(&str, &str)] = &[
-    ("HOSTVAR", "from-host"),
-    ("HOST_ONLY", "kept"),
-    ("TERM", "xterm"),
-    ("PATH", "/host/bin"),
-];
+const HOST: &[(&str, &str)] =
+    &[("HOSTVAR", "from-host"), ("HOST_ONLY", "kept"), ("TERM", "xterm"), ("PATH", "/host/bin")];
 
 #[test]
 fn scripts_are_sourced_in_order_with_host_and_user_values_hidden() {
@@ -194,20 +173,10 @@ fn scripts_are_sourced_in_order_with_host_and_user_values_hidden() {
         );
         // Host and user values are hidden from the scripts; runtime values are visible;
         // PATH is unset until the docker script's PATH fix.
-        assert_eq!(
-            lines[0], "01-base.sh host=unset user=unset name=test.sif path=unset",
-            "{shell:?}"
-        );
-        assert!(
-            lines[2].ends_with(&format!("path={DEFAULT_PATH}")),
-            "{shell:?}"
-        );
+        assert_eq!(lines[0], "01-base.sh host=unset user=unset name=test.sif path=unset", "{shell:?}");
+        assert!(lines[2].ends_with(&format!("path={DEFAULT_PATH}")), "{shell:?}");
         // After 99-base.sh the user's values are back (99-runtimevars.sh sees them).
-        assert!(
-            lines[5].contains("user=from-user"),
-            "{shell:?}: {}",
-            lines[5]
-        );
+        assert!(lines[5].contains("user=from-user"), "{shell:?}: {}", lines[5]);
         assert!(lines[5].contains("host=unset"), "{shell:?}: {}", lines[5]);
 
         let vars = env_map(&r.stdout);
@@ -218,14 +187,8 @@ fn scripts_are_sourced_in_order_with_host_and_user_values_hidden() {
         assert_eq!(vars["HOME"], "/home/alice", "{shell:?}");
         assert_eq!(vars["PS1"], "Strata> ", "{shell:?}");
         assert_eq!(vars["APPTAINER_COMMAND"], "exec", "{shell:?}");
-        assert_eq!(
-            vars["APPTAINER_ENVIRONMENT"],
-            "/.singularity.d/env/91-environment.sh"
-        );
-        assert!(
-            !vars.keys().any(|k| k.starts_with("__strata")),
-            "{shell:?}: private variables leaked"
-        );
+        assert_eq!(vars["APPTAINER_ENVIRONMENT"], "/.singularity.d/env/91-environment.sh");
+        assert!(!vars.keys().any(|k| k.starts_with("__strata")), "{shell:?}: private variables leaked");
     }
 }
 
@@ -249,11 +212,7 @@ fn user_values_win_over_the_image_and_the_image_over_the_host() {
         assert_eq!(vars["HOST_ONLY"], "kept", "{shell:?}");
         // The image's own prompt is kept; its PATH built on the fixed default.
         assert_eq!(vars["PS1"], "image> ", "{shell:?}");
-        assert_eq!(
-            vars["PATH"],
-            format!("/image/bin:{DEFAULT_PATH}"),
-            "{shell:?}"
-        );
+        assert_eq!(vars["PATH"], format!("/image/bin:{DEFAULT_PATH}"), "{shell:?}");
     }
 }
 
@@ -271,11 +230,7 @@ fn user_values_are_applied_even_without_99_base_and_path_overrides_once() {
         assert_eq!(r.code, 0, "{shell:?}: {}", r.stderr);
         let vars = env_map(&r.stdout);
         assert_eq!(vars["USERVAR"], "from-user", "{shell:?}");
-        assert_eq!(
-            vars["PATH"],
-            format!("/pre:{DEFAULT_PATH}:/post"),
-            "{shell:?}"
-        );
+        assert_eq!(vars["PATH"], format!("/pre:{DEFAULT_PATH}:/post"), "{shell:?}");
         assert!(!vars.contains_key("SING_USER_DEFINED_PREPEND_PATH"));
 
         // With the image's own 99-runtimevars.sh (which applies and unsets them), once only.
@@ -319,26 +274,12 @@ fn exec_passes_arguments_verbatim_and_fails_like_apptainer() {
         root.probe("bin/probe", "probe");
         let env = env_with(HOST, &[], Action::Exec);
         let probe = root.root().join("bin/probe");
-        let args = [
-            probe.to_str().unwrap(),
-            "two words",
-            "$HOME",
-            "'quoted'",
-            "",
-            "*",
-        ];
+        let args = [probe.to_str().unwrap(), "two words", "$HOME", "'quoted'", "", "*"];
         let r = run(&shell, &root, Action::Exec, &env, &args);
         assert_eq!(r.code, 0, "{shell:?}: {}", r.stderr);
         assert_eq!(
             r.stdout.lines().take(6).collect::<Vec<_>>(),
-            [
-                "probe",
-                "arg=two words",
-                "arg=$HOME",
-                "arg='quoted'",
-                "arg=",
-                "arg=*"
-            ],
+            ["probe", "arg=two words", "arg=$HOME", "arg='quoted'", "arg=", "arg=*"],
             "{shell:?}"
         );
 
@@ -350,13 +291,7 @@ fn exec_passes_arguments_verbatim_and_fails_like_apptainer() {
         );
 
         // The payload's exit code is the script's.
-        let r = run(
-            &shell,
-            &root,
-            Action::Exec,
-            &env,
-            &["/bin/sh", "-c", "exit 42"],
-        );
+        let r = run(&shell, &root, Action::Exec, &env, &["/bin/sh", "-c", "exit 42"]);
         assert_eq!(r.code, 42, "{shell:?}");
     }
 }
@@ -381,14 +316,9 @@ fn run_uses_the_runscript_then_sh() {
         let r = run(&shell, &root, Action::Run, &env, &["-c", "echo from-sh $0"]);
         assert_eq!(r.code, 0, "{shell:?}: {}", r.stderr);
         assert!(r.stdout.starts_with("from-sh "), "{shell:?}: {}", r.stdout);
-        assert_eq!(
-            r.stderr,
-            "INFO:    No runscript found in container, executing /bin/sh\n"
-        );
+        assert_eq!(r.stderr, "INFO:    No runscript found in container, executing /bin/sh\n");
         // Quiet hides the INFO line.
-        let script = ActionScript::new(Action::Run, &env)
-            .with_root(&root.root())
-            .with_level(Level::Quiet);
+        let script = ActionScript::new(Action::Run, &env).with_root(&root.root()).with_level(Level::Quiet);
         let out = Command::new(&shell[0])
             .args(&shell[1..])
             .args(&script.argv(&["-c".into(), "true".into()])[1..])
@@ -401,11 +331,7 @@ fn run_uses_the_runscript_then_sh() {
         root.probe(".singularity.d/runscript", "runscript");
         let r = run(&shell, &root, Action::Run, &env, &["x y", "z"]);
         assert_eq!(r.code, 0, "{shell:?}: {}", r.stderr);
-        assert!(
-            r.stdout.starts_with("runscript\narg=x y\narg=z\n"),
-            "{shell:?}: {}",
-            r.stdout
-        );
+        assert!(r.stdout.starts_with("runscript\narg=x y\narg=z\n"), "{shell:?}: {}", r.stdout);
         assert!(r.stderr.is_empty(), "{shell:?}: {}", r.stderr);
     }
 }
@@ -417,10 +343,7 @@ fn test_runs_the_test_script_or_says_there_is_none() {
         let env = env_with(HOST, &[], Action::Test);
         let r = run(&shell, &root, Action::Test, &env, &[]);
         assert_eq!(r.code, 0, "{shell:?}");
-        assert_eq!(
-            r.stderr,
-            "INFO:    No test script found in container, exiting\n"
-        );
+        assert_eq!(r.stderr, "INFO:    No test script found in container, exiting\n");
         root.file(".singularity.d/test", "#!/bin/sh\necho testing; exit 3\n");
         let r = run(&shell, &root, Action::Test, &env, &[]);
         assert_eq!((r.code, r.stdout.as_str()), (3, "testing\n"), "{shell:?}");
@@ -434,10 +357,7 @@ fn start_runs_the_startscript_or_exits_quietly() {
         let env = env_with(HOST, &[], Action::Start);
         let r = run(&shell, &root, Action::Start, &env, &[]);
         assert_eq!(r.code, 0, "{shell:?}");
-        assert_eq!(
-            r.stderr,
-            "INFO:    No instance start script found in container\n"
-        );
+        assert_eq!(r.stderr, "INFO:    No instance start script found in container\n");
         root.probe(".singularity.d/startscript", "start");
         let r = run(&shell, &root, Action::Start, &env, &["arg"]);
         assert!(r.stdout.starts_with("start\narg=arg\n"), "{shell:?}");
@@ -457,18 +377,11 @@ fn shell_prefers_bash_without_rc_files_with_the_strata_prompt() {
 
         root.probe("bin/sh", "sh");
         let r = run(&shell, &root, Action::Shell, &env, &["-x"]);
-        assert_eq!(
-            r.stdout, "sh\narg=-x\nSHELL=/bin/sh\nPS1=Strata> \n",
-            "{shell:?}: {}",
-            r.stderr
-        );
+        assert_eq!(r.stdout, "sh\narg=-x\nSHELL=/bin/sh\nPS1=Strata> \n", "{shell:?}: {}", r.stderr);
 
         root.probe("bin/bash", "bash");
         let r = run(&shell, &root, Action::Shell, &env, &[]);
-        assert_eq!(
-            r.stdout, "bash\narg=--norc\nSHELL=/bin/bash\nPS1=Strata> \n",
-            "{shell:?}"
-        );
+        assert_eq!(r.stdout, "bash\narg=--norc\nSHELL=/bin/bash\nPS1=Strata> \n", "{shell:?}");
 
         // --shell picks another program.
         root.probe("bin/zsh", "zsh");
@@ -485,10 +398,7 @@ fn the_script_text() {
     let script = ActionScript::new(Action::Exec, &env).script();
     assert!(script.starts_with("# strata exec action script\n__strata_root=''\n"));
     // Names only: no value of any variable is in the script.
-    assert!(
-        script.contains("__strata_host='HOSTVAR HOST_ONLY PATH TERM'\n"),
-        "{script}"
-    );
+    assert!(script.contains("__strata_host='HOSTVAR HOST_ONLY PATH TERM'\n"), "{script}");
     assert!(script.contains("__strata_user='USERVAR'\n"));
     assert!(!script.contains("from-host"));
     assert!(script.ends_with("exec \"$@\"\n"));
@@ -511,11 +421,7 @@ fn variables_with_shell_unfriendly_names_or_values_pass_untouched() {
             continue;
         }
         let root = FakeRoot::new();
-        let env = env_with(
-            &[("BASH_FUNC_module%%", "() { echo m; }"), ("NL", "a\nb")],
-            &[],
-            Action::Exec,
-        );
+        let env = env_with(&[("BASH_FUNC_module%%", "() { echo m; }"), ("NL", "a\nb")], &[], Action::Exec);
         let r = run(&shell, &root, Action::Exec, &env, &["/usr/bin/env"]);
         assert_eq!(r.code, 0, "{shell:?}: {}", r.stderr);
         assert!(r.stdout.contains("NL=a\nb\n"), "{shell:?}");
@@ -574,11 +480,7 @@ fn the_busybox_images_own_scripts_and_runscript() {
             .envs(env.iter().map(|(k, v)| (k, v.value.as_str())))
             .output()
             .unwrap();
-        assert!(
-            out.status.success(),
-            "{shell:?}: {}",
-            String::from_utf8_lossy(&out.stderr)
-        );
+        assert!(out.status.success(), "{shell:?}: {}", String::from_utf8_lossy(&out.stderr));
         let vars = env_map(&String::from_utf8_lossy(&out.stdout));
         // 99-base.sh's prompt becomes strata's; its LD_LIBRARY_PATH is kept.
         assert_eq!(vars["PS1"], "Strata> ", "{shell:?}");
@@ -597,11 +499,7 @@ fn the_busybox_images_own_scripts_and_runscript() {
             .envs(env.iter().map(|(k, v)| (k, v.value.as_str())))
             .output()
             .unwrap();
-        assert!(
-            out.status.success(),
-            "{shell:?}: {}",
-            String::from_utf8_lossy(&out.stderr)
-        );
+        assert!(out.status.success(), "{shell:?}: {}", String::from_utf8_lossy(&out.stderr));
         assert_eq!(String::from_utf8_lossy(&out.stdout), "hello from busybox\n");
     }
 }

@@ -1,10 +1,7 @@
 use super::*;
 
 fn host(pairs: &[(&str, &str)]) -> Vec<(String, String)> {
-    pairs
-        .iter()
-        .map(|(k, v)| (k.to_string(), v.to_string()))
-        .collect()
+    pairs.iter().map(|(k, v)| (k.to_string(), v.to_string())).collect()
 }
 
 fn opts() -> EnvOptions {
@@ -136,10 +133,7 @@ fn runtime_variables_scripts_rely_on() {
     o.env = vec!["APPTAINER_NAME=spoofed".into()];
     let env = ContainerEnv::build(&host(HOST), &o).unwrap();
     for p in ["APPTAINER_", "SINGULARITY_", "STRATA_"] {
-        assert_eq!(
-            env.get(&format!("{p}CONTAINER")),
-            Some("/data/images/ubuntu.sif")
-        );
+        assert_eq!(env.get(&format!("{p}CONTAINER")), Some("/data/images/ubuntu.sif"));
         assert_eq!(env.get(&format!("{p}NAME")), Some("ubuntu.sif"));
         assert_eq!(env.get(&format!("{p}COMMAND")), Some("run"));
     }
@@ -154,34 +148,16 @@ fn runtime_variables_scripts_rely_on() {
 
 #[test]
 fn env_arguments() {
-    assert_eq!(
-        parse_env_arg("A=1,B=2").unwrap(),
-        [("A".into(), "1".into()), ("B".into(), "2".into())]
-    );
-    assert_eq!(
-        parse_env_arg("A=x=y").unwrap(),
-        [("A".to_string(), "x=y".to_string())]
-    );
-    assert_eq!(
-        parse_env_arg("PATH=/a,/b").unwrap(),
-        [("PATH".to_string(), "/a,/b".to_string())]
-    );
-    assert_eq!(
-        parse_env_arg("EMPTY=").unwrap(),
-        [("EMPTY".to_string(), String::new())]
-    );
+    assert_eq!(parse_env_arg("A=1,B=2").unwrap(), [("A".into(), "1".into()), ("B".into(), "2".into())]);
+    assert_eq!(parse_env_arg("A=x=y").unwrap(), [("A".to_string(), "x=y".to_string())]);
+    assert_eq!(parse_env_arg("PATH=/a,/b").unwrap(), [("PATH".to_string(), "/a,/b".to_string())]);
+    assert_eq!(parse_env_arg("EMPTY=").unwrap(), [("EMPTY".to_string(), String::new())]);
     assert_eq!(
         parse_env_arg("novalue").unwrap_err().to_string(),
         "--env \"novalue\": must be formatted as NAME=value"
     );
-    assert!(matches!(
-        parse_env_arg("1A=x").unwrap_err(),
-        EnvError::Name { .. }
-    ));
-    assert!(matches!(
-        parse_env_arg("=x").unwrap_err(),
-        EnvError::Format(_)
-    ));
+    assert!(matches!(parse_env_arg("1A=x").unwrap_err(), EnvError::Name { .. }));
+    assert!(matches!(parse_env_arg("=x").unwrap_err(), EnvError::Format(_)));
 }
 
 fn file(content: &str) -> Result<Vec<(String, String)>, EnvError> {
@@ -194,9 +170,7 @@ fn file(content: &str) -> Result<Vec<(String, String)>, EnvError> {
 }
 
 fn pairs(v: &[(&str, &str)]) -> Vec<(String, String)> {
-    v.iter()
-        .map(|(a, b)| (a.to_string(), b.to_string()))
-        .collect()
+    v.iter().map(|(a, b)| (a.to_string(), b.to_string())).collect()
 }
 
 #[test]
@@ -245,10 +219,7 @@ fn env_files_never_run_anything() {
     ] {
         let err = file(content).unwrap_err();
         let text = err.to_string();
-        assert!(
-            text.starts_with(&format!("vars.env:{line}: ")),
-            "{content:?}: {text}"
-        );
+        assert!(text.starts_with(&format!("vars.env:{line}: ")), "{content:?}: {text}");
         assert!(text.contains(what), "{content:?}: {text}");
     }
 }
@@ -259,8 +230,7 @@ fn a_missing_env_file_names_the_file() {
     o.env_files = vec![PathBuf::from("/nonexistent/vars.env")];
     let err = ContainerEnv::build(&host(HOST), &o).unwrap_err();
     assert!(
-        err.to_string()
-            .starts_with("could not read environment file \"/nonexistent/vars.env\": "),
+        err.to_string().starts_with("could not read environment file \"/nonexistent/vars.env\": "),
         "{err}"
     );
 }
