@@ -22,16 +22,11 @@ pub struct Root {
     pub path: PathBuf,
 }
 
-/// One thing to mount inside the final root.
-enum Source {
-    /// A detached mount tree (bind clone or new filesystem instance).
-    Tree(OwnedFd),
-}
-
 struct Mount {
     dest: String,
     is_dir: bool,
-    source: Source,
+    /// A detached mount tree (bind clone or new filesystem instance).
+    tree: OwnedFd,
     /// Missing destination: fatal (user binds) or a warning (standard mounts).
     required: bool,
 }
@@ -565,29 +560,27 @@ impl Session {
         root: &OwnedFd,
     ) -> Result<()> {
         let mut mounts: Vec<Mount> = Vec::new();
-        let fs = |t: &str, opts: &[(&str, &str)], attrs: u64| -> Result<Source> {
-            sys::new_fs(t, opts, attrs)
-                .map(Source::Tree)
-                .context(|| format!("cannot create a {t} filesystem"))
+        let fs = |t: &str, opts: &[(&str, &str)], attrs: u64| -> Result<OwnedFd> {
+            sys::new_fs(t, opts, attrs).context(|| format!("cannot create a {t} filesystem"))
         };
         if grant.mounts.proc {
             mounts.push(Mount {
                 dest: "/proc".into(),
                 is_dir: true,
-                source: fs("proc", &[], NOSUID | NODEV | NOEXEC)?,
+                tree: fs("proc", &[], NOSUID | NODEV | NOEXEC)?,
                 required: false,
             });
         }
         if grant.mounts.sys {
             let sysfs = fs("sysfs", &[], NOSUID | NODEV | NOEXEC | libc::MOUNT_ATTR_RDONLY)?;
-            mounts.push(Mount { dest: "/sys".into(), is_dir: true, source: sysfs, required: false });
+            mounts.push(Mount { dest: "/sys".into(), is_dir: true, tree: sysfs, required: false });
         }
         if grant.mounts.dev == DevMode::Full {
             let host_dev = dir_o_path(Path::new("/dev"))?;
             mounts.push(Mount {
                 dest: "/dev".into(),
                 is_dir: true,
-                source: Source::Tree(bind_tree(&host_dev, true, NOSUID)?),
+                tree: bind_tree(&host_dev, true, NOSUID)?,
                 required: false,
             });
         }
@@ -601,7 +594,7 @@ impl Session {
                 mounts.push(Mount {
                     dest: d.into(),
                     is_dir: true,
-                    source: fs("tmpfs", &opts, NOSUID | NODEV)?,
+                    tree: fs("tmpfs", &opts, NOSUID | NODEV)?,
                     required: false,
                 });
             }
@@ -616,20 +609,14 @@ impl Session {
             mounts.push(Mount {
                 dest: home.clone(),
                 is_dir: true,
-                source: fs("tmpfs", &opts, NOSUID | NODEV)?,
+                tree: fs("tmpfs", &opts, NOSUID | NODEV)?,
                 required: false,
             });
         }
         for (b, tree) in grant.binds.iter().zip(binds) {
-            mounts.push(Mount {
-                dest: b.dest.clone(),
-                is_dir: b.is_dir,
-                source: Source::Tree(tree),
-                required: !b.optional,
-            });
+            mounts.push(Mount { dest: b.dest.clone(), is_dir: b.is_dir, tree, required: !b.optional });
         }
         for m in mounts {
-            let Source::Tree(tree) = m.source;
             let kind = if m.is_dir { libc::O_DIRECTORY } else { 0 };
             let target = match sys::open_in_root(root, &m.dest, libc::O_PATH | kind, 0) {
                 Ok(t) => t,
@@ -641,7 +628,7 @@ impl Session {
                     continue;
                 }
             };
-            sys::move_mount_to(&tree, &target).context(|| format!("cannot mount {}", m.dest))?;
+            sys::move_mount_to(&m.tree, &target).context(|| format!("cannot mount {}", m.dest))?;
         }
         if grant.mounts.dev == DevMode::Minimal {
             minimal_dev(root)?;
