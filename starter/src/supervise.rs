@@ -62,7 +62,7 @@ fn exit_code(status: WaitStatus) -> Option<i32> {
 pub fn supervise(child: Pid) -> i32 {
     let handler = SigAction::new(SigHandler::Handler(ignore), SaFlags::SA_RESTART, SigSet::empty());
     for &sig in FORWARDED {
-        // does nothing. The call itself is wrapped in sys to keep `unsafe` in one place.
+        // The no-op handler keeps these signals from being dropped when we are pid 1.
         sys::install_handler(sig, &handler);
     }
     let wanted = set();

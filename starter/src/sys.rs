@@ -1,4 +1,4 @@
-//! Every raw syscall of the starter, as thin typed wrappers. All `unsafe` lives here.
+//! Every raw syscall of the starter, as thin typed wrappers. Every FFI block lives here, each with its SAFETY note.
 //!
 //! The rest of the starter is safe Rust. Where `nix` already offers a safe wrapper it is used
 //! directly by the callers; this module holds what `nix` lacks (loop devices, the new mount
