@@ -3,19 +3,16 @@
 
 use crate::caller::Caller;
 use crate::error::{Context, Result};
-use crate::grant::{Grant, GrantedLayer, Writable};
+use crate::grant::{Grant, Writable};
 use crate::plan::{DevMode, LayerKind};
 use crate::session::Session;
 use crate::{bail, err, identity, sys};
 use libc::{MOUNT_ATTR_NODEV as NODEV, MOUNT_ATTR_NOEXEC as NOEXEC, MOUNT_ATTR_NOSUID as NOSUID};
 use nix::errno::Errno;
 use nix::mount::{mount, MsFlags};
-use nix::sys::stat::{fstat, FileStat, SFlag};
-use std::os::fd::{AsRawFd, BorrowedFd, OwnedFd};
+use nix::sys::stat::fstat;
+use std::os::fd::{AsRawFd, OwnedFd};
 use std::path::{Path, PathBuf};
-
-/// How many times to retry when another container takes the free loop device first.
-const LOOP_RETRIES: usize = 128;
 
 /// The assembled root, ready for `pivot_root`.
 pub struct Root {
@@ -34,123 +31,6 @@ struct Mount {
 fn dir_o_path(path: &Path) -> Result<OwnedFd> {
     sys::open_path(path, libc::O_PATH | libc::O_DIRECTORY)
         .context(|| format!("cannot open {}", path.display()))
-}
-
-/// Attach `backing[offset, offset+size)` to a free loop device, read-only unless `writable`.
-fn attach_loop(
-    control: &OwnedFd,
-    backing: BorrowedFd<'_>,
-    layer: &GrantedLayer,
-    max: u32,
-) -> Result<(u32, OwnedFd)> {
-    let backing = backing.try_clone_to_owned().context(|| "cannot duplicate an image fd".into())?;
-    let mut flags = sys::LO_FLAGS_AUTOCLEAR;
-    if !layer.writable {
-        flags |= sys::LO_FLAGS_READ_ONLY;
-    } else {
-        // A writable layer bypasses the host's page cache: the ext3 above caches already, and
-        // small-file writes + sync are much faster without the second copy (bench/overlay_write.sh).
-        flags |= sys::LO_FLAGS_DIRECT_IO;
-    }
-    for _ in 0..LOOP_RETRIES {
-        let n = sys::loop_get_free(control).context(|| "failed to find loop device".into())?;
-        if n >= max {
-            bail!("no loop devices available: the next free one is /dev/loop{n}, and 'max loop devices' is {max}");
-        }
-        let dev = match sys::open_path(Path::new(&format!("/dev/loop{n}")), libc::O_RDWR) {
-            Ok(d) => d,
-            Err(Errno::ENOENT) | Err(Errno::ENXIO) => continue,
-            Err(e) => bail!("cannot open /dev/loop{n}: {e}"),
-        };
-        let mut result = sys::loop_configure(&dev, &backing, layer.offset, layer.size, flags);
-        if result == Err(Errno::EINVAL) && flags & sys::LO_FLAGS_DIRECT_IO != 0 {
-            // The backing file cannot do direct I/O at this offset: fall back to buffered.
-            flags &= !sys::LO_FLAGS_DIRECT_IO;
-            result = sys::loop_configure(&dev, &backing, layer.offset, layer.size, flags);
-        }
-        match result {
-            Ok(()) => return Ok((n, dev)),
-            Err(Errno::EBUSY) => continue, // another container took it first
-            Err(e) => bail!("cannot attach {} to /dev/loop{n}: {e}", layer.path.display()),
-        }
-    }
-    bail!("failed to find loop device: every free device was taken concurrently {LOOP_RETRIES} times")
-}
-
-/// A read-only loop device already bound to the same file, offset and size, so that the
-/// kernel reuses its squashfs superblock (and the decompressed page cache) instead of building
-/// a new one. The open fd pins the device (autoclear waits for the last opener), and the
-/// binding is verified on that fd, so the device cannot change between check and mount.
-fn find_shared_loop(backing: BorrowedFd<'_>, layer: &GrantedLayer, max: u32) -> Option<(u32, OwnedFd)> {
-    let st = fstat(backing.as_raw_fd()).ok()?;
-    let read = |p: String| std::fs::read_to_string(p).ok().map(|s| s.trim().to_string());
-    for entry in std::fs::read_dir("/sys/block").ok()?.flatten() {
-        let name = entry.file_name().to_string_lossy().into_owned();
-        let Some(n) = name.strip_prefix("loop").and_then(|n| n.parse::<u32>().ok()) else {
-            continue;
-        };
-        if n >= max
-            || read(format!("/sys/block/{name}/loop/offset")) != Some(layer.offset.to_string())
-            || read(format!("/sys/block/{name}/loop/sizelimit")) != Some(layer.size.to_string())
-            || read(format!("/sys/block/{name}/ro")).as_deref() != Some("1")
-        {
-            continue;
-        }
-        let Ok(dev) = sys::open_path(Path::new(&format!("/dev/{name}")), libc::O_RDONLY) else {
-            continue;
-        };
-        match sys::loop_status(&dev) {
-            Ok((d, i, off, size, flags))
-                if d == st.st_dev
-                    && i == st.st_ino
-                    && off == layer.offset
-                    && size == layer.size
-                    && flags & sys::LO_FLAGS_READ_ONLY != 0 =>
-            {
-                return Some((n, dev))
-            }
-            _ => continue,
-        }
-    }
-    None
-}
-
-/// Mount one image layer at `target`.
-fn mount_image(control: &OwnedFd, grant: &Grant, layer: &GrantedLayer, target: &Path) -> Result<()> {
-    let shared = if grant.shared_loop_devices && layer.kind == LayerKind::Squashfs && !layer.writable {
-        find_shared_loop(grant.fd(layer.fd), layer, grant.max_loop_devices)
-    } else {
-        None
-    };
-    let (n, _dev) = match shared {
-        Some(found) => found,
-        None => attach_loop(control, grant.fd(layer.fd), layer, grant.max_loop_devices)?,
-    };
-    let mut flags = MsFlags::MS_NOSUID | MsFlags::MS_NODEV;
-    if !layer.writable {
-        flags |= MsFlags::MS_RDONLY;
-    } else if grant.sync_writable_extfs {
-        flags |= MsFlags::MS_SYNCHRONOUS; // 'sync writable extfs = yes'
-    }
-    let (fstype, data) = match layer.kind {
-        LayerKind::Squashfs => ("squashfs", None),
-        LayerKind::Ext3 => ("ext3", Some("errors=remount-ro")),
-        LayerKind::Dir => unreachable!("directories are not loop-mounted"),
-    };
-    mount(Some(format!("/dev/loop{n}").as_str()), target, Some(fstype), flags, data).map_err(|e| {
-        match (layer.kind, e) {
-            (LayerKind::Squashfs, Errno::EINVAL) => err!(
-                "kernel reported a bad superblock for squashfs image partition, possible corruption ({})",
-                layer.path.display()
-            ),
-            (LayerKind::Ext3, Errno::EINVAL) => err!(
-                "ext3 image partition contains a bad superblock (corrupted image ?) ({})",
-                layer.path.display()
-            ),
-            _ => err!("cannot mount {} ({fstype}): {e}", layer.path.display()),
-        }
-    })
-    // `_dev` closes here: the mount holds the device, autoclear frees it at unmount.
 }
 
 /// `upper` and `work` of the writable layer: real directories owned by the caller, created
@@ -209,191 +89,11 @@ fn escape(p: &str) -> String {
     p.replace('\\', "\\\\").replace(',', "\\,").replace(':', "\\:")
 }
 
-/// The mount points the container needs: (destination, is_dir).
-fn mount_points(grant: &Grant) -> Vec<(String, bool)> {
-    let mut v = Vec::new();
-    if grant.mounts.proc {
-        v.push(("/proc".to_string(), true));
-    }
-    if grant.mounts.sys {
-        v.push(("/sys".to_string(), true));
-    }
-    if grant.mounts.dev != DevMode::None {
-        v.push(("/dev".to_string(), true));
-    }
-    if grant.mounts.tmp_tmpfs {
-        v.push(("/tmp".to_string(), true));
-        v.push(("/var/tmp".to_string(), true));
-    }
-    if let Some(home) = &grant.mounts.home_tmpfs {
-        v.push((home.clone(), true));
-    }
-    for b in &grant.binds {
-        v.push((b.dest.clone(), b.is_dir));
-    }
-    if grant.identity.is_some() {
-        v.push(("/etc/passwd".to_string(), false));
-        v.push(("/etc/group".to_string(), false));
-    }
-    v
-}
-
-/// The topmost layer entry at `path` (symlinks followed inside each layer), with its path
-/// inside that layer after resolution; whiteouts (char device 0:0) count as absent.
-fn find(roots: &[OwnedFd], path: &str) -> Option<(FileStat, String)> {
-    for root in roots.iter().rev() {
-        let Ok(fd) = sys::open_in_root(root, path, libc::O_PATH, 0) else {
-            continue;
-        };
-        let Ok(st) = fstat(fd.as_raw_fd()) else {
-            continue;
-        };
-        if is_type(&st, SFlag::S_IFCHR) && st.st_rdev == 0 {
-            continue;
-        }
-        let link = |f: &OwnedFd| std::fs::read_link(format!("/proc/self/fd/{}", f.as_raw_fd())).ok();
-        let canonical = match (link(root), link(&fd)) {
-            (Some(r), Some(p)) => p
-                .strip_prefix(&r)
-                .map(|rel| format!("/{}", rel.display()))
-                .unwrap_or_else(|_| path.to_string()),
-            _ => path.to_string(),
-        };
-        return Some((st, canonical));
-    }
-    None
-}
-
-fn is_type(st: &FileStat, t: SFlag) -> bool {
-    SFlag::from_bits_truncate(st.st_mode) & SFlag::S_IFMT == t
-}
-
-/// Create `rel` (a canonical path) in the stub as a directory with the mode and owner of the
-/// directory the layers have there, so the merged view keeps them.
-fn stub_dir(stub: &Path, roots: &[OwnedFd], rel: &str) -> Result<()> {
-    use std::os::unix::fs::DirBuilderExt;
-    let mut cur = String::new();
-    for c in rel.split('/').filter(|c| !c.is_empty()) {
-        cur.push('/');
-        cur.push_str(c);
-        let here = stub.join(&cur[1..]);
-        if here.symlink_metadata().is_ok() {
-            continue;
-        }
-        std::fs::DirBuilder::new()
-            .mode(0o755)
-            .create(&here)
-            .context(|| format!("cannot create the mount point {cur}"))?;
-        if let Some((st, _)) = find(roots, &cur).filter(|(st, _)| is_type(st, SFlag::S_IFDIR)) {
-            let _ = nix::unistd::chown(
-                &here,
-                Some(nix::unistd::Uid::from_raw(st.st_uid)),
-                Some(nix::unistd::Gid::from_raw(st.st_gid)),
-            );
-            let _ = nix::sys::stat::fchmodat(
-                None,
-                &here,
-                nix::sys::stat::Mode::from_bits_truncate(st.st_mode & 0o7777),
-                nix::sys::stat::FchmodatFlags::NoFollowSymlink,
-            );
-        }
-    }
-    Ok(())
-}
-
-/// Fill the stub layer with the mount points that no layer has. Existing parents are followed
-/// as the container will see them (a symlink in the image leads to its target, inside the
-/// image), so a bind under `/link/x` with `/link -> /etc` appears at `/etc/x`.
-fn build_stub(stub: &Path, roots: &[OwnedFd], points: &[(String, bool)]) -> Result<()> {
-    use std::os::unix::fs::OpenOptionsExt;
-    for (dest, is_dir) in points {
-        if find(roots, dest).is_some() {
-            continue;
-        }
-        let comps: Vec<&str> = dest.split('/').filter(|c| !c.is_empty()).collect();
-        let mut cur = String::new();
-        for (i, c) in comps.iter().enumerate() {
-            let last = i + 1 == comps.len();
-            let cand = format!("{cur}/{c}");
-            if stub.join(&cand[1..]).symlink_metadata().is_ok() {
-                cur = cand;
-                continue;
-            }
-            match find(roots, &cand) {
-                Some((st, canonical)) if is_type(&st, SFlag::S_IFDIR) => cur = canonical,
-                Some(_) => break, // a file in the way: the mount will report it
-                None if last && !is_dir => {
-                    stub_dir(stub, roots, &cur)?;
-                    std::fs::OpenOptions::new()
-                        .write(true)
-                        .create_new(true)
-                        .mode(0o644)
-                        .open(stub.join(&cand[1..]))
-                        .context(|| format!("cannot create the mount point {cand}"))?;
-                }
-                None => {
-                    stub_dir(stub, roots, &cand)?;
-                    cur = cand;
-                }
-            }
-        }
-    }
-    Ok(())
-}
-
 /// A detached clone of the tree at `fd` with `attrs` set.
-fn bind_tree(fd: &OwnedFd, recursive: bool, attrs: u64) -> Result<OwnedFd> {
+pub fn bind_tree(fd: &OwnedFd, recursive: bool, attrs: u64) -> Result<OwnedFd> {
     let tree = sys::clone_tree(fd, recursive).context(|| "cannot clone a mount for binding".into())?;
     sys::mount_setattr(&tree, attrs, recursive).context(|| "cannot set bind mount flags".into())?;
     Ok(tree)
-}
-
-/// A minimal /dev: a tmpfs with the usual nodes bound from the host, a devpts and shm.
-fn minimal_dev(root: &OwnedFd) -> Result<()> {
-    let dev = sys::open_in_root(root, "/dev", libc::O_PATH | libc::O_DIRECTORY, 0)
-        .context(|| "cannot open /dev in the container".into())?;
-    let tmpfs = sys::new_fs("tmpfs", &[("mode", "0755"), ("size", "1m")], NOSUID | NOEXEC)
-        .context(|| "cannot create the /dev tmpfs".into())?;
-    sys::move_mount_to(&tmpfs, &dev).context(|| "cannot mount /dev".into())?;
-    let dev = sys::open_in_root(root, "/dev", libc::O_PATH | libc::O_DIRECTORY, 0)
-        .context(|| "cannot open /dev in the container".into())?;
-    for node in ["null", "zero", "full", "random", "urandom", "tty"] {
-        let host = sys::open_path(Path::new(&format!("/dev/{node}")), libc::O_PATH)
-            .context(|| format!("cannot open /dev/{node}"))?;
-        let target = sys::open_at(&dev, node, libc::O_CREAT | libc::O_WRONLY, 0o666)
-            .context(|| format!("cannot create /dev/{node}"))?;
-        drop(target);
-        let target =
-            sys::open_at(&dev, node, libc::O_PATH, 0).context(|| format!("cannot open /dev/{node}"))?;
-        let tree = bind_tree(&host, false, NOSUID | NOEXEC)?;
-        sys::move_mount_to(&tree, &target).context(|| format!("cannot bind /dev/{node}"))?;
-    }
-    for d in ["pts", "shm"] {
-        nix::sys::stat::mkdirat(Some(dev.as_raw_fd()), d, nix::sys::stat::Mode::from_bits_truncate(0o755))
-            .context(|| format!("cannot create /dev/{d}"))?;
-    }
-    let pts = sys::open_at(&dev, "pts", libc::O_PATH | libc::O_DIRECTORY, 0)
-        .context(|| "cannot open /dev/pts".into())?;
-    let devpts =
-        sys::new_fs("devpts", &[("ptmxmode", "0666"), ("mode", "0620"), ("gid", "5")], NOSUID | NOEXEC)
-            .context(|| "cannot create a devpts instance".into())?;
-    sys::move_mount_to(&devpts, &pts).context(|| "cannot mount /dev/pts".into())?;
-    let shm = sys::open_at(&dev, "shm", libc::O_PATH | libc::O_DIRECTORY, 0)
-        .context(|| "cannot open /dev/shm".into())?;
-    let shmfs = sys::new_fs("tmpfs", &[("mode", "1777")], NOSUID | NODEV)
-        .context(|| "cannot create /dev/shm".into())?;
-    sys::move_mount_to(&shmfs, &shm).context(|| "cannot mount /dev/shm".into())?;
-    for (name, target) in [
-        ("ptmx", "pts/ptmx"),
-        ("fd", "/proc/self/fd"),
-        ("stdin", "/proc/self/fd/0"),
-        ("stdout", "/proc/self/fd/1"),
-        ("stderr", "/proc/self/fd/2"),
-    ] {
-        nix::unistd::symlinkat(target, Some(dev.as_raw_fd()), name)
-            .context(|| format!("cannot create /dev/{name}"))?;
-    }
-    Ok(())
 }
 
 /// What must be cloned from the caller's fds before the mount namespace is unshared:
@@ -467,7 +167,7 @@ impl Session {
                 _ => {
                     let target = self.path(&format!("layers/{i}"));
                     std::fs::create_dir(&target).context(|| "cannot create the session layout".into())?;
-                    mount_image(&control, grant, layer, &target)?;
+                    crate::loops::mount_image(&control, grant, layer, &target)?;
                     dir_o_path(&target)?
                 }
             };
@@ -516,7 +216,7 @@ impl Session {
             None => {
                 std::fs::create_dir(self.path("stub"))
                     .context(|| "cannot create the session layout".into())?;
-                build_stub(&self.path("stub"), &roots, &mount_points(grant))?;
+                crate::stub::build_stub(&self.path("stub"), &roots, &crate::stub::mount_points(grant))?;
                 if grant.writable == Writable::Tmpfs {
                     for d in ["tmpfs", "tmpfs/upper", "tmpfs/work"] {
                         std::fs::create_dir(self.path(d))
@@ -631,7 +331,7 @@ impl Session {
             sys::move_mount_to(&m.tree, &target).context(|| format!("cannot mount {}", m.dest))?;
         }
         if grant.mounts.dev == DevMode::Minimal {
-            minimal_dev(root)?;
+            crate::dev::minimal_dev(root)?;
         }
         if let Some(id) = &grant.identity {
             identity::install(self, root, id)?;

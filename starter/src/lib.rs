@@ -2,10 +2,12 @@
 //!
 //! `plan` is the schema shared with the engine. The other modules are the privileged steps,
 //! in the order `main.rs` runs them: `caller` → `trust` → `plan` → `grant` → `session` →
-//! `assemble` (+ `identity`) → `drop` → `exec`. All raw syscalls live in `sys`.
+//! `assemble` (with `loops`, `stub`, `dev`, `identity`) → `drop` → `exec`. All raw syscalls
+//! live in `sys`.
 
 pub mod assemble;
 pub mod caller;
+pub mod dev;
 pub mod drop;
 pub mod error;
 pub mod exec;
@@ -13,8 +15,10 @@ pub mod grant;
 pub mod identity;
 pub mod keeper;
 pub mod lock;
+pub mod loops;
 pub mod plan;
 pub mod session;
+pub mod stub;
 pub mod supervise;
 pub mod sys;
 pub mod trust;
