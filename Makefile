@@ -7,7 +7,7 @@ STARTER_BIN := target/$(HOST)/release/strata-starter
 
 # What the project needs from Debian: image tools, mount tools, user tools, static libc,
 # and a static busybox for the images the end-to-end tests build.
-DEB_PACKAGES := squashfs-tools e2fsprogs util-linux mount passwd libc6-dev make busybox-static
+DEB_PACKAGES := squashfs-tools e2fsprogs util-linux mount passwd libc6-dev make file busybox-static
 # What the benchmarks compare against.
 BENCH_PACKAGES := bubblewrap hyperfine charliecloud-runtime squashfuse fuse2fs fuse-overlayfs
 
@@ -40,6 +40,10 @@ install-files:
 	install -m 0755 $(ENGINE_BIN) $(PREFIX)/bin/strata
 	install -m 0755 $(STARTER_BIN) $(PREFIX)/libexec/strata/strata-starter
 	@if [ ! -e $(PREFIX)/etc/strata/strata.conf ]; then install -m 0644 config/strata.conf $(PREFIX)/etc/strata/strata.conf; fi
+	@# The action shell: a static POSIX sh (Debian's busybox-static) that runs the action script
+	@# from the host's page cache. Optional: without it the image's own /bin/sh is used.
+	@if [ -x /bin/busybox ] && file -L /bin/busybox 2>/dev/null | grep -q 'statically linked'; then \
+	  install -m 0755 /bin/busybox $(PREFIX)/libexec/strata/sh; fi
 	@if [ "$$(id -u)" = 0 ]; then \
 	  chown root:root $(PREFIX)/libexec/strata/strata-starter $(PREFIX)/etc/strata/strata.conf && \
 	  chmod 4755 $(PREFIX)/libexec/strata/strata-starter; \

@@ -8,6 +8,7 @@ use nix::errno::Errno;
 use nix::sys::signal::SigSet;
 use seccompiler::BpfProgram;
 use std::ffi::CString;
+use std::os::fd::{AsRawFd, OwnedFd};
 
 const DEFAULT_PATH: &str = "/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin";
 
@@ -28,7 +29,12 @@ fn candidates(process: &Process) -> Vec<String> {
 
 /// chdir as the caller (so permissions apply), close every fd but 0-2, install the seccomp
 /// filter, restore the signal mask, and execve. Returns only on failure.
-pub fn exec(process: &Process, filter: &BpfProgram, mask: &SigSet) -> Result<()> {
+pub fn exec(
+    process: &Process,
+    interpreter: Option<OwnedFd>,
+    filter: &BpfProgram,
+    mask: &SigSet,
+) -> Result<()> {
     nix::sys::stat::umask(nix::sys::stat::Mode::from_bits_truncate(process.umask as libc::mode_t));
     if let Err(e) = nix::unistd::chdir(process.cwd.as_str()) {
         crate::warn(&format!("could not change to {} in the container ({e}); using /", process.cwd));
@@ -40,6 +46,11 @@ pub fn exec(process: &Process, filter: &BpfProgram, mask: &SigSet) -> Result<()>
     sys::close_range(3, u32::MAX, true).map_err(|e| crate::err!("close_range: {e}"))?;
     crate::supervise::restore(mask);
     apply_filter(filter)?;
+    if let Some(fd) = &interpreter {
+        let flags = nix::fcntl::AtFlags::AT_EMPTY_PATH;
+        let e = nix::unistd::execveat(Some(fd.as_raw_fd()), c"", &argv, &env, flags).unwrap_err();
+        bail!("could not execute the action shell: {e}");
+    }
     let mut last = Errno::ENOENT;
     for p in &paths {
         match nix::unistd::execve(p, &argv, &env) {

@@ -84,6 +84,11 @@ impl Grant {
     pub fn close_fds(&mut self) {
         self.owned.clear();
     }
+
+    /// Take the interpreter's fd out of the caller's fds (it must outlive `close_fds`).
+    pub fn take_interpreter(&mut self) -> Option<OwnedFd> {
+        self.process.interpreter_fd.and_then(|n| self.owned.remove(&n))
+    }
 }
 
 /// What we learn about one fd from the kernel.
@@ -466,6 +471,14 @@ pub fn grant(policy: &Policy, caller: &Caller, plan: &Plan) -> Result<Grant> {
         _ => None,
     };
     let process = check_process(&plan.process)?;
+    if let Some(n) = process.interpreter_fd {
+        // It runs as the caller after the drop, so any file the caller can read will do; it
+        // must be a regular file opened for reading (not O_PATH).
+        let info = inspect(c.adopt(n, "interpreter")?, "interpreter")?;
+        if !info.is(SFlag::S_IFREG) {
+            bail!("fd {n} (interpreter) is not a regular file");
+        }
+    }
     let mounts = plan::Mounts {
         proc: plan.mounts.proc && policy.mount_proc,
         sys: plan.mounts.sys && policy.mount_sys,

@@ -81,6 +81,7 @@ fn run() -> Result<i32> {
     let root = session.assemble(&grant, &caller, detached)?; // loops, mounts, overlay, binds
     strata_starter::debug("assembled");
     root.pivot()?;
+    let interpreter = grant.take_interpreter();
     grant.close_fds();
     let filter = drop::payload_filter()?;
     drop::drop_privileges_for_good(&caller)?; // ids, groups, caps, no_new_privs; verified
@@ -97,7 +98,7 @@ fn run() -> Result<i32> {
         keeper::spawn(); // the namespace's teardown happens after the payload's exit, not in it
     }
     strata_starter::debug("privileges dropped; exec");
-    exec(&grant.process, &filter, &mask)?;
+    exec(&grant.process, interpreter, &filter, &mask)?;
     unreachable!("exec returns only errors")
 }
 

@@ -148,6 +148,11 @@ pub struct Process {
     pub cwd: String,
     #[serde(default = "default_umask")]
     pub umask: u32,
+    /// Execute this fd (the static shell shipped in the install, opened by the engine) with
+    /// `argv`, instead of looking `argv[0]` up in the container: the action script then runs
+    /// from the host's page cache rather than from a freshly mounted, compressed image.
+    #[serde(default)]
+    pub interpreter_fd: Option<i32>,
 }
 
 fn default_umask() -> u32 {
@@ -211,6 +216,9 @@ impl Plan {
         }
         for b in &self.binds {
             out.push((b.fd, format!("bind {}", b.dest)));
+        }
+        if let Some(fd) = self.process.interpreter_fd {
+            out.push((fd, "interpreter".to_string()));
         }
         out
     }

@@ -24,6 +24,7 @@ mod plan {
                 env: vec!["PATH=/bin".into()],
                 cwd: "/".into(),
                 umask: 0o022,
+                interpreter_fd: None,
             },
             log_level: 0,
         }

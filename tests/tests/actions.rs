@@ -838,3 +838,19 @@ fn an_image_for_another_architecture_is_refused() {
         );
     }
 }
+
+/// With the install's own action shell, the command is still the image's program, never one of
+/// the shell's built-in applets.
+#[test]
+fn exec_runs_the_images_program_not_the_action_shells_applet() {
+    let (Some(install), Some(user), Some(images)) = (Install::shared(), TestUser::ordinary(), busybox())
+    else {
+        return;
+    };
+    let dir = TestDir::owned_by(user).unwrap();
+    let image = dir.copy_in(&images.squashfs, "img.sqfs");
+    let out = strata(install, user, &argv!["exec", &image, "ls", "-l", "/proc/self/exe"]);
+    out.assert_success();
+    assert!(!out.stdout.contains("libexec/strata"), "the action shell ran ls itself:\n{out}");
+    assert!(out.stdout.contains("-> /bin/busybox"), "{out}");
+}

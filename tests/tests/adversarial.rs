@@ -567,3 +567,18 @@ fn a_killed_starter_leaves_no_mount_or_loop_device() {
     }
     assert_no_leak(&before);
 }
+
+#[test]
+fn an_interpreter_fd_must_be_a_regular_file_and_runs_only_as_the_caller() {
+    let Some((install, user, dir, image, size)) = setup() else { return };
+    let mut p = plan(size, &["sh", "-c", "id -u"]);
+    p["process"]["interpreter_fd"] = json!(11);
+    // A directory is no interpreter.
+    let out = raw(install, Some(user), &dir, &p, &[(10, "r", &image), (11, "d", dir.path())], &[]);
+    refused(&out, "fd 11 (interpreter) is not a regular file");
+    // A real shell runs, as the caller.
+    let shell = busybox().unwrap().sandbox.join("bin/busybox");
+    let out = raw(install, Some(user), &dir, &p, &[(10, "r", &image), (11, "r", &shell)], &[]);
+    out.assert_success();
+    assert_eq!(out.stdout.trim(), user.uid.to_string(), "{out}");
+}

@@ -232,11 +232,34 @@ SINGULARITY_ENVIRONMENT=$APPTAINER_ENVIRONMENT
 export APPTAINER_ENVIRONMENT SINGULARITY_ENVIRONMENT
 "#;
 
-const EXEC: &str = r#"if ! command -v "$1" >/dev/null 2>&1; then
+/// The command is looked up here, in the container's `PATH`, and executed by its path: the
+/// shell running this script may be the install's own static shell, whose built-in applets
+/// must never stand in for the image's programs.
+const EXEC: &str = r#"__strata_cmd=
+case "$1" in
+*/*)
+    if [ -f "$1" ] && [ -x "$1" ]; then __strata_cmd=$1; fi
+    ;;
+?*)
+    __strata_ifs=$IFS
+    IFS=:
+    set -f
+    for __strata_d in $PATH; do
+        if [ -f "${__strata_d:-.}/$1" ] && [ -x "${__strata_d:-.}/$1" ]; then
+            __strata_cmd=${__strata_d:-.}/$1
+            break
+        fi
+    done
+    set +f
+    IFS=$__strata_ifs
+    ;;
+esac
+if [ -z "$__strata_cmd" ]; then
     __strata_log 'FATAL:   ' "\"$1\": executable file not found in \$PATH"
     exit 255
 fi
-exec "$@"
+shift
+exec "$__strata_cmd" "$@"
 "#;
 
 const RUN: &str = r#"if [ -x "$__strata_root/.singularity.d/runscript" ]; then

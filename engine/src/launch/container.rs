@@ -259,12 +259,27 @@ pub fn launch(req: Request<'_>) -> Result<std::convert::Infallible, LaunchError>
             let (passwd, group) = identity.plan_entries();
             plan::Identity { passwd, group }
         }),
-        process: Process { argv, env: env.envp(), cwd: pwd, umask: current_umask() },
+        process: Process {
+            argv,
+            env: env.envp(),
+            cwd: pwd,
+            umask: current_umask(),
+            interpreter_fd: action_shell(&mut files),
+        },
         log_level: crate::log::level() as i8,
     };
     crate::debug!("plan: {}", String::from_utf8_lossy(&plan.to_json()));
     drop(image);
     Ok(starter::exec_starter(&plan, &files.0)?)
+}
+
+/// The static shell shipped in `PREFIX/libexec/strata/sh`, if the install has one: the action
+/// script runs with it (from the host's page cache) instead of the image's `/bin/sh`, which a
+/// fresh squashfs mount would decompress first. Without it, the image's shell is used.
+fn action_shell(files: &mut Files) -> Option<i32> {
+    let path = starter::install_prefix().ok()?.join("libexec/strata/sh");
+    let file = File::open(&path).ok()?;
+    files.add(file.into()).ok()
 }
 
 fn current_umask() -> u32 {

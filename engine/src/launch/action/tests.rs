@@ -401,7 +401,7 @@ fn the_script_text() {
     assert!(script.contains("__strata_host='HOSTVAR HOST_ONLY PATH TERM'\n"), "{script}");
     assert!(script.contains("__strata_user='USERVAR'\n"));
     assert!(!script.contains("from-host"));
-    assert!(script.ends_with("exec \"$@\"\n"));
+    assert!(script.ends_with("exec \"$__strata_cmd\" \"$@\"\n"));
     assert!(script.contains("\"$__strata_root\"/.singularity.d/env/*.sh"));
 
     let argv = ActionScript::new(Action::Run, &env).argv(&["a".into(), "b".into()]);
