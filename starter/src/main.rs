@@ -54,7 +54,7 @@ fn run() -> Result<i32> {
     close_unnamed_fds(&plan)?;
     let mut grant = grant(&install.policy, &caller, &plan)?; // every request checked
     strata_starter::debug("granted");
-    lock::lock_layers(&grant)?; // one writer per ext3 image, held by the loop device's file
+    lock::lock_layers(&grant)?; // one writer or many readers per image, held by the loop device
     let detached = assemble::detach_caller_trees(&grant)?; // clones made in the caller's namespace
     let mask = supervise::block();
     unshare_namespaces(&grant)?;
