@@ -39,8 +39,9 @@ fn run() -> Result<i32> {
     strata_starter::mark_start();
     sys::set_dumpable(false).map_err(|e| strata_starter::err!("PR_SET_DUMPABLE: {e}"))?;
     let caller = Caller::from_kernel()?; // real ids and groups; never from the plan
-    sys::clear_environment(); // nothing in the environment steers the starter
-                              // Files and mounts the starter creates belong to root until the drop, not the caller's group.
+                                         // Nothing in the environment steers the starter.
+    sys::clear_environment();
+    // Files and mounts the starter creates belong to root until the drop, not the caller's group.
     nix::unistd::setegid(nix::unistd::Gid::from_raw(0)).map_err(|e| strata_starter::err!("setegid: {e}"))?;
     let install = Install::load(caller.setuid)?; // root-owned chain, or refuse
     let plan = {
