@@ -38,8 +38,9 @@ fn arm_parent_death(monitor: &std::os::fd::OwnedFd) -> Result<()> {
 fn run() -> Result<i32> {
     strata_starter::mark_start();
     sys::set_dumpable(false).map_err(|e| strata_starter::err!("PR_SET_DUMPABLE: {e}"))?;
-    let caller = Caller::from_kernel()?; // real ids and groups; never from the plan
-                                         // Nothing in the environment steers the starter.
+    // The real ids and groups, from the kernel; never from the plan.
+    let caller = Caller::from_kernel()?;
+    // Nothing in the environment steers the starter.
     sys::clear_environment();
     // Files and mounts the starter creates belong to root until the drop, not the caller's group.
     nix::unistd::setegid(nix::unistd::Gid::from_raw(0)).map_err(|e| strata_starter::err!("setegid: {e}"))?;
