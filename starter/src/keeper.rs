@@ -7,8 +7,8 @@
 //! itself: the teardown happens right after, off the critical path. It is double-forked so the
 //! payload never sees it as a child (a shell's `wait` must not wait for it).
 //!
-//! Used only when no ext3 layer is mounted: an ext3 layer's lock lives as long as its loop
-//! device, and a following run of the same overlay must find it free at once.
+//! A layer's lock lives as long as its loop device, so it is released a few milliseconds after
+//! the payload's exit; whoever takes the lock next waits that long (`lock::lock_range_waiting`).
 
 use crate::sys;
 use nix::unistd::ForkResult;

@@ -47,13 +47,35 @@ fn conflicting(fd: std::os::fd::BorrowedFd<'_>, offset: u64, len: u64) -> Option
     (probe.l_type != libc::F_UNLCK as libc::c_short).then_some(probe.l_type)
 }
 
+/// A container that just exited releases its locks when its namespace is torn down, a few
+/// milliseconds after its exit (the teardown keeper): wait that long before calling it in use.
+const LOCK_PATIENCE: std::time::Duration = std::time::Duration::from_millis(1500);
+
+/// `lock_range`, retried for up to `LOCK_PATIENCE` while another holder has it.
+pub fn lock_range_waiting(
+    fd: std::os::fd::BorrowedFd<'_>,
+    offset: u64,
+    len: u64,
+    write: bool,
+) -> std::result::Result<(), Errno> {
+    let deadline = std::time::Instant::now() + LOCK_PATIENCE;
+    loop {
+        match lock_range(fd, offset, len, write) {
+            Err(Errno::EAGAIN) | Err(Errno::EACCES) if std::time::Instant::now() < deadline => {
+                std::thread::sleep(std::time::Duration::from_millis(10));
+            }
+            other => return other,
+        }
+    }
+}
+
 /// Take the locks of every image layer of the grant (a read lock on a squashfs keeps tools such
 /// as `strata sif add` or `overlay resize` from changing an image a container has mounted).
 pub fn lock_layers(grant: &Grant) -> Result<()> {
     for layer in grant.layers.iter().filter(|l| l.kind != LayerKind::Dir) {
         let shown = layer.path.display();
         let fd = grant.fd(layer.fd);
-        match lock_range(fd, layer.offset, layer.size, layer.writable) {
+        match lock_range_waiting(fd, layer.offset, layer.size, layer.writable) {
             Ok(()) => {}
             Err(Errno::EAGAIN) | Err(Errno::EACCES) => {
                 let readers_only =

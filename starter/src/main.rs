@@ -8,7 +8,6 @@ use std::process::ExitCode;
 use strata_starter::caller::Caller;
 use strata_starter::error::Result;
 use strata_starter::grant::grant;
-use strata_starter::plan::LayerKind;
 use strata_starter::plan::{Plan, PLAN_FD};
 use strata_starter::session::{unshare_namespaces, Session};
 use strata_starter::trust::Install;
@@ -96,7 +95,7 @@ fn run() -> Result<i32> {
             return Ok(supervise::supervise(child));
         }
     }
-    if !grant.namespaces.pid && !grant.layers.iter().any(|l| l.kind == LayerKind::Ext3) {
+    if !grant.namespaces.pid {
         keeper::spawn(); // the namespace's teardown happens after the payload's exit, not in it
     }
     strata_starter::debug("privileges dropped; exec");

@@ -1062,7 +1062,8 @@ fn a_second_writer_is_refused_while_the_first_runs() {
         let mut first = who.spawn_strata(
             install,
             cwd,
-            &argv!["exec", "-o", &img, &sif, "sh", "-c", "echo ready; sleep 3; echo done"],
+            // Long enough for both refusals below, each of which waits 1.5 s for the lock.
+            &argv!["exec", "-o", &img, &sif, "sh", "-c", "echo ready; sleep 6; echo done"],
         );
         assert!(first.wait_for_stdout("ready", READY), "{}", first.stdout_so_far());
         who.strata(install, cwd, &argv!["exec", "-o", &img, &sif, "true"])
@@ -1179,6 +1180,11 @@ fn a_writer_killed_with_sigkill_frees_the_image() {
                 );
                 thread::sleep(Duration::from_millis(10));
             }
+        }
+        // The last container's teardown runs just after its exit: give it a moment.
+        let deadline = Instant::now() + Duration::from_secs(5);
+        while !loops_into(dir.path()).is_empty() && Instant::now() < deadline {
+            thread::sleep(Duration::from_millis(20));
         }
         assert!(loops_into(dir.path()).is_empty(), "{:?}", loops_into(dir.path()));
         assert_no_leak(&before);

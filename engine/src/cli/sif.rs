@@ -185,17 +185,7 @@ fn open_image(path: &Path, write: bool, also_read: &[&Path]) -> Result<(File, Si
     if write {
         // Never change an image a container is using: containers hold read locks on the
         // layers they mount from it (and a write lock on a writable overlay partition).
-        // A container that just exited may still be tearing down for a moment: retry briefly.
-        let mut attempt = 0;
-        let locked = loop {
-            match crate::overlay::lock_range(&file, 0, 0, true) {
-                Err(crate::overlay::LockError::InUse) if attempt < 20 => {
-                    attempt += 1;
-                    std::thread::sleep(std::time::Duration::from_millis(100));
-                }
-                other => break other,
-            }
-        };
+        let locked = crate::overlay::lock_range(&file, 0, 0, true);
         match locked {
             Ok(()) => {}
             Err(crate::overlay::LockError::InUse) => {

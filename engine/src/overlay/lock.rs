@@ -25,7 +25,7 @@ pub enum LockError {
     Io(#[from] io::Error),
 }
 
-/// Lock `len` bytes of `file` from `offset` without waiting: a write (exclusive) lock when
+/// Lock `len` bytes of `file` from `offset`, waiting at most 1.5 s: a write (exclusive) lock when
 /// `write`, else a read (shared) lock. `len == 0` locks from `offset` to the end of the file
 /// and beyond, however far it grows. A write lock needs `file` opened for writing, a read lock
 /// needs it opened for reading.
@@ -38,7 +38,8 @@ pub enum LockError {
 /// unusable.
 pub fn lock_range(file: &File, offset: u64, len: u64, write: bool) -> Result<(), LockError> {
     // One implementation for the engine and the starter, which locks container layers.
-    match strata_starter::lock::lock_range(file.as_fd(), offset, len, write) {
+    // Waits briefly: a container that just exited frees its lock when its teardown is done.
+    match strata_starter::lock::lock_range_waiting(file.as_fd(), offset, len, write) {
         Ok(()) => Ok(()),
         Err(nix::errno::Errno::EAGAIN | nix::errno::Errno::EACCES) => Err(LockError::InUse),
         Err(nix::errno::Errno::EINVAL) => Err(LockError::Io(io::Error::new(
