@@ -54,7 +54,7 @@ as_user "strata exec --overlay overlay.img $work/demo.sif cat /hello"
 as_user "strata exec $work/demo.sif cat /hello || echo '(without --overlay the change is not there)'"
 
 step "one writer at a time: a second writer is refused while the first runs"
-su "$user" -s /bin/sh -c "cd ~ && exec $work/prefix/bin/strata exec --overlay overlay.img $work/demo.sif sleep 2" &
+su "$user" -s /bin/sh -c "cd ~ && exec $work/prefix/bin/strata exec --overlay overlay.img $work/demo.sif sleep 4" &
 sleep 1
 as_user "strata exec --overlay overlay.img $work/demo.sif true || true"
 wait
