@@ -122,10 +122,33 @@ impl ActionScript {
         let _ = writeln!(s, "__strata_host={}", sh_quote(&self.host_names.join(" ")));
         let _ = writeln!(s, "__strata_user={}", sh_quote(&self.user_names.join(" ")));
         let _ = writeln!(s, "__strata_info={info}");
+        // One line per variable rather than an `eval` loop: a fresh shell parses them once,
+        // which is measurably cheaper at start-up. Names are shell identifiers (checked when the
+        // lists are built), so only names, never values, are written into the script.
+        let lines =
+            |names: &[String], f: &dyn Fn(&str) -> String| names.iter().map(|n| f(n)).collect::<String>();
+        let inject = lines(&self.user_names, &|n| {
+            format!("    if [ -n \"${{__strata_u_{n}+x}}\" ]; then {n}=$__strata_u_{n}; export {n}; fi\n")
+        });
+        let hide_host = lines(&self.host_names, &|n| {
+            format!("if [ -n \"${{{n}+x}}\" ]; then __strata_h_{n}=${n}; unset {n}; fi\n")
+        });
+        let hide_user = lines(&self.user_names, &|n| {
+            format!("if [ -n \"${{{n}+x}}\" ]; then __strata_u_{n}=${n}; unset {n}; fi\n")
+        });
+        let restore_host = lines(&self.host_names, &|n| {
+            format!(
+                "if [ -z \"${{{n}+x}}\" ] && [ -n \"${{__strata_h_{n}+x}}\" ]; then {n}=$__strata_h_{n}; export {n}; fi\n"
+            )
+        });
         s.push_str(
             PRELUDE
                 .replace("@DEFAULT_PATH_DIRS@", &DEFAULT_PATH.replace(':', " "))
                 .replace("@PROMPT@", &sh_quote(PROMPT))
+                .replace("@INJECT_USER@", &inject)
+                .replace("@HIDE_HOST@", &hide_host)
+                .replace("@HIDE_USER@", &hide_user)
+                .replace("@RESTORE_HOST@", &restore_host)
                 .as_str(),
         );
         s.push_str(match self.action {
@@ -139,8 +162,8 @@ impl ActionScript {
     }
 }
 
-/// Steps 1 to 5, common to every action. Variable names in the lists are shell identifiers
-/// (checked when the lists are built), so `eval` only ever sees names, never values.
+/// Steps 1 to 5, common to every action. The `@..@` placeholders become one line per variable
+/// name (shell identifiers, checked when the lists are built); no value is ever in the script.
 const PRELUDE: &str = r#"__strata_log() { printf '%s%s\n' "$1" "$2" >&2; }
 __strata_fixpath() {
     __strata_p=${PATH:-}
@@ -157,17 +180,8 @@ __strata_injected=
 __strata_inject() {
     [ -n "$__strata_injected" ] && return 0
     __strata_injected=1
-    for __strata_n in $__strata_user; do
-        eval "if [ -n \"\${__strata_u_$__strata_n+x}\" ]; then $__strata_n=\$__strata_u_$__strata_n; export $__strata_n; fi"
-    done
-}
-for __strata_n in $__strata_host; do
-    eval "if [ -n \"\${$__strata_n+x}\" ]; then __strata_h_$__strata_n=\$$__strata_n; unset $__strata_n; fi"
-done
-for __strata_n in $__strata_user; do
-    eval "if [ -n \"\${$__strata_n+x}\" ]; then __strata_u_$__strata_n=\$$__strata_n; unset $__strata_n; fi"
-done
-# The running shell's own default prompt is not the image's: only the image or the user sets it.
+@INJECT_USER@}
+@HIDE_HOST@@HIDE_USER@# The running shell's own default prompt is not the image's: only the image or the user sets it.
 unset PS1
 __strata_runtimevars=
 if [ -d "$__strata_root/.singularity.d/env" ]; then
@@ -214,10 +228,7 @@ if [ -z "$__strata_runtimevars" ]; then
     export PATH
 fi
 unset SING_USER_DEFINED_PREPEND_PATH SING_USER_DEFINED_APPEND_PATH SING_USER_DEFINED_PATH
-for __strata_n in $__strata_host; do
-    eval "if [ -z \"\${$__strata_n+x}\" ] && [ -n \"\${__strata_h_$__strata_n+x}\" ]; then $__strata_n=\$__strata_h_$__strata_n; export $__strata_n; fi"
-done
-case "${PS1:-}" in
+@RESTORE_HOST@case "${PS1:-}" in
 ""|"Singularity> "|"Apptainer> ") PS1=@PROMPT@ ;;
 esac
 export PS1
