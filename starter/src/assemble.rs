@@ -211,12 +211,23 @@ impl Session {
             }
         }
         drop(control);
+        // With nothing above the rootfs but the stub (and at most a throw-away tmpfs upper), the
+        // caller's passwd/group are stub files instead of two bind mounts.
+        let identity_in_stub = direct_root.is_none()
+            && grant.layers.len() == 1
+            && matches!(grant.writable, Writable::None | Writable::Tmpfs);
         let final_path = match direct_root {
             Some(p) => p,
             None => {
                 std::fs::create_dir(self.path("stub"))
                     .context(|| "cannot create the session layout".into())?;
-                crate::stub::build_stub(&self.path("stub"), &roots, &crate::stub::mount_points(grant))?;
+                if identity_in_stub {
+                    if let Some(id) = &grant.identity {
+                        crate::stub::identity_files(&self.path("stub"), &roots, id)?;
+                    }
+                }
+                let points = crate::stub::mount_points(grant, identity_in_stub);
+                crate::stub::build_stub(&self.path("stub"), &roots, &points)?;
                 if grant.writable == Writable::Tmpfs {
                     for d in ["tmpfs", "tmpfs/upper", "tmpfs/work"] {
                         std::fs::create_dir(self.path(d))
@@ -246,7 +257,7 @@ impl Session {
         drop(upper_work_fds);
         drop(roots);
         let root = dir_o_path(&final_path)?;
-        self.mount_inside(grant, caller, binds, &root)?;
+        self.mount_inside(grant, caller, binds, &root, identity_in_stub)?;
         Ok(Root { path: final_path })
     }
 
@@ -258,6 +269,7 @@ impl Session {
         caller: &Caller,
         binds: Vec<OwnedFd>,
         root: &OwnedFd,
+        identity_in_stub: bool,
     ) -> Result<()> {
         let mut mounts: Vec<Mount> = Vec::new();
         let fs = |t: &str, opts: &[(&str, &str)], attrs: u64| -> Result<OwnedFd> {
@@ -333,8 +345,9 @@ impl Session {
         if grant.mounts.dev == DevMode::Minimal {
             crate::dev::minimal_dev(root)?;
         }
-        if let Some(id) = &grant.identity {
-            identity::install(self, root, id)?;
+        match &grant.identity {
+            Some(id) if !identity_in_stub => identity::install(self, root, id)?,
+            _ => {}
         }
         Ok(())
     }

@@ -13,7 +13,7 @@ use std::os::fd::{AsRawFd, OwnedFd};
 const MAX_DB_BYTES: u64 = 4 << 20;
 
 /// The image's file, or empty when it is missing, not a regular file, or too large.
-fn read_image_file(root: &OwnedFd, path: &str) -> String {
+pub fn read_image_file(root: &OwnedFd, path: &str) -> String {
     let Ok(fd) = sys::open_in_root(root, path, libc::O_RDONLY | libc::O_NONBLOCK, 0) else {
         return String::new();
     };

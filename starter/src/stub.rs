@@ -10,7 +10,7 @@ use std::os::fd::{AsRawFd, OwnedFd};
 use std::path::Path;
 
 /// The mount points the container needs: (destination, is_dir).
-pub fn mount_points(grant: &Grant) -> Vec<(String, bool)> {
+pub fn mount_points(grant: &Grant, identity_in_stub: bool) -> Vec<(String, bool)> {
     let mut v = Vec::new();
     if grant.mounts.proc {
         v.push(("/proc".to_string(), true));
@@ -31,7 +31,7 @@ pub fn mount_points(grant: &Grant) -> Vec<(String, bool)> {
     for b in &grant.binds {
         v.push((b.dest.clone(), b.is_dir));
     }
-    if grant.identity.is_some() {
+    if grant.identity.is_some() && !identity_in_stub {
         v.push(("/etc/passwd".to_string(), false));
         v.push(("/etc/group".to_string(), false));
     }
@@ -137,6 +137,29 @@ pub fn build_stub(stub: &Path, roots: &[OwnedFd], points: &[(String, bool)]) -> 
                 }
             }
         }
+    }
+    Ok(())
+}
+
+/// The caller's `/etc/passwd` and `/etc/group` as files of the stub layer, which shadows the
+/// rootfs: no bind mounts (for a container whose only layer is the rootfs and whose writes, if
+/// any, go to a throw-away tmpfs).
+pub fn identity_files(stub: &Path, roots: &[OwnedFd], id: &crate::plan::Identity) -> Result<()> {
+    use std::os::unix::fs::OpenOptionsExt;
+    let rootfs = &roots[0];
+    let passwd =
+        crate::identity::merge_passwd(&crate::identity::read_image_file(rootfs, "/etc/passwd"), &id.passwd);
+    let group =
+        crate::identity::merge_group(&crate::identity::read_image_file(rootfs, "/etc/group"), &id.group);
+    stub_dir(stub, roots, "/etc")?;
+    for (name, text) in [("passwd", passwd), ("group", group)] {
+        std::fs::OpenOptions::new()
+            .write(true)
+            .create_new(true)
+            .mode(0o644)
+            .open(stub.join("etc").join(name))
+            .and_then(|mut f| std::io::Write::write_all(&mut f, text.as_bytes()))
+            .context(|| format!("cannot write the container's /etc/{name}"))?;
     }
     Ok(())
 }
