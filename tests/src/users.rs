@@ -234,10 +234,12 @@ impl TestDir {
     }
 
     /// Copies `src` (a file or a directory tree, with `cp -a`) to `<dir>/<name>` and gives the
-    /// copy to the directory's owner. Returns the copy's path.
+    /// copy to the directory's owner, writable by the owner like any file of one's own (reference
+    /// files in the shared test data may be read-only). Returns the copy's path.
     pub fn copy_in(&self, src: &Path, name: &str) -> PathBuf {
         let dst = self.path.join(name);
         cleanup::must_run("cp", &["-a".as_ref(), src.as_os_str(), dst.as_os_str()]);
+        cleanup::must_run("chmod", &["-R".as_ref(), "u+w".as_ref(), dst.as_os_str()]);
         if let Some((uid, gid)) = self.owner {
             cleanup::must_run(
                 "chown",
