@@ -7,7 +7,7 @@
 mod overlay_support;
 
 use std::fs;
-use std::os::unix::fs::MetadataExt;
+use std::os::unix::fs::{MetadataExt, PermissionsExt};
 
 use overlay_support::{allocated, ext3_owner_mode, reference_sif, test_sif, Who};
 use strata_e2e::{argv, assert_no_leak, HostSnapshot, Install, Output, RunOpts};
@@ -123,6 +123,36 @@ fn overlay_create_rows_of_apptainers_tests() {
                 "FATAL:   SIF image signed.sif is signed: could not add writable overlay",
             );
             assert_eq!(fs::metadata(&signed).unwrap().len(), len);
+        }
+
+        // Beyond Apptainer's rows: a SIF the user may not write is refused with the reason, by
+        // `overlay create` and by `sif add`, and stays as it was.
+        let readonly = dir.copy_in(built, "readonly.sif");
+        fs::set_permissions(&readonly, fs::Permissions::from_mode(0o444)).unwrap();
+        let bytes = fs::read(&readonly).unwrap();
+        let out = strata(&["overlay", "create", "readonly.sif"]);
+        check(&mut failures, "ro", &out, 255, "FATAL:");
+        check(&mut failures, "ro", &out, 255, "readonly.sif");
+        check(&mut failures, "ro", &out, 255, "Permission denied");
+        who.run(cwd, &argv!["mkfs.ext3", "-q", "part.img", "8M"]).assert_success();
+        let out = strata(&[
+            "sif",
+            "add",
+            "--datatype",
+            "4",
+            "--partfs",
+            "2",
+            "--parttype",
+            "4",
+            "--partarch",
+            "2",
+            "readonly.sif",
+            "part.img",
+        ]);
+        check(&mut failures, "ro", &out, 255, "could not open image readonly.sif for writing");
+        check(&mut failures, "ro", &out, 255, "chmod u+w");
+        if fs::read(&readonly).unwrap() != bytes {
+            failures.push("row ro: the read-only SIF changed".into());
         }
 
         assert!(failures.is_empty(), "for {}:\n{}", who.name(), failures.join("\n"));

@@ -177,11 +177,15 @@ fn out(bytes: &[u8]) -> CliResult {
 /// Open the image (read-write for changes), confine the process to it (and `also_read`), and
 /// only then read its header and descriptors.
 fn open_image(path: &Path, write: bool, also_read: &[&Path]) -> Result<(File, Sif), String> {
-    let file = OpenOptions::new()
-        .read(true)
-        .write(write)
-        .open(path)
-        .map_err(|e| format!("could not open image {}: {e}", path.display()))?;
+    let file =
+        OpenOptions::new().read(true).write(write).open(path).map_err(|e| match (write, e.kind()) {
+            (true, std::io::ErrorKind::PermissionDenied) => format!(
+                "could not open image {} for writing: {e}; changing a SIF needs write permission \
+                 on it (chmod u+w, or work on a copy)",
+                path.display()
+            ),
+            _ => format!("could not open image {}: {e}", path.display()),
+        })?;
     if write {
         // Never change an image a container is using: containers hold read locks on the
         // layers they mount from it (and a write lock on a writable overlay partition).
