@@ -55,6 +55,9 @@ pub struct Policy {
     /// `shared loop devices` (no): reuse a loop device already bound to the same image
     /// (same device, inode, offset, size, read-only).
     pub shared_loop_devices: bool,
+    /// `squashfs readahead` (0): read-ahead of read-only squashfs loop devices in KiB; `None`
+    /// (`kernel`) keeps the kernel's choice. 0 decompresses only the blocks a program touches.
+    pub squashfs_readahead_kib: Option<u32>,
     /// `allow pid ns` (yes).
     pub allow_pid_ns: bool,
     /// `allow ipc ns` (yes).
@@ -128,6 +131,7 @@ impl Policy {
             allow_setuid: true,
             max_loop_devices: 256,
             shared_loop_devices: false,
+            squashfs_readahead_kib: Some(0),
             allow_pid_ns: true,
             allow_ipc_ns: true,
             allow_uts_ns: true,

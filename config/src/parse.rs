@@ -160,6 +160,15 @@ const TABLE: &[Directive] = &[
         }),
     },
     boolean!("shared loop devices", shared_loop_devices),
+    Directive {
+        name: "squashfs readahead",
+        kind: Kind::Scalar(|p, v| {
+            const EXPECTED: &str = "a size in KiB from 0 to 65536, or \"kernel\"";
+            p.squashfs_readahead_kib =
+                if v == "kernel" { None } else { Some(number(v, 0, 65536, EXPECTED)? as u32) };
+            Ok(())
+        }),
+    },
     boolean!("allow pid ns", allow_pid_ns),
     boolean!("allow ipc ns", allow_ipc_ns),
     boolean!("allow uts ns", allow_uts_ns),

@@ -161,6 +161,7 @@ fn every_boolean_directive_takes_yes_and_no() {
 fn these_tests_cover_every_directive() {
     const OTHERS: &[&str] = &[
         "max loop devices",
+        "squashfs readahead",
         "sessiondir max size",
         "mount dev",
         "enable overlay",
@@ -282,6 +283,22 @@ fn enum_spellings_round_trip() {
 }
 
 // ---- numbers ----------------------------------------------------------------------------
+
+#[test]
+fn squashfs_readahead_values() {
+    assert_eq!(Policy::defaults().squashfs_readahead_kib, Some(0));
+    assert_eq!(ok("squashfs readahead = 128").squashfs_readahead_kib, Some(128));
+    assert_eq!(ok("squashfs readahead = 65536").squashfs_readahead_kib, Some(65536));
+    assert_eq!(ok("squashfs readahead = kernel").squashfs_readahead_kib, None);
+    for bad in ["65537", "-1", "128k", "Kernel", "default", ""] {
+        assert_eq!(
+            err(&format!("squashfs readahead = {bad}")),
+            format!(
+                "{ORIGIN}:1: \"squashfs readahead\" must be a size in KiB from 0 to 65536, or \"kernel\", not {bad:?}"
+            )
+        );
+    }
+}
 
 #[test]
 fn max_loop_devices_values() {

@@ -167,8 +167,13 @@ impl Session {
                 _ => {
                     let target = self.path(&format!("layers/{i}"));
                     std::fs::create_dir(&target).context(|| "cannot create the session layout".into())?;
-                    crate::loops::mount_image(&control, grant, layer, &target)?;
-                    dir_o_path(&target)?
+                    let fresh = crate::loops::mount_image(&control, grant, layer, &target)?;
+                    let root = dir_o_path(&target)?;
+                    // Not in a pid namespace: its process table stays the init and the payload.
+                    if i == 0 && fresh && layer.kind == LayerKind::Squashfs && !grant.namespaces.pid {
+                        crate::prefetch::spawn(&root, &grant.process.prefetch, caller);
+                    }
+                    root
                 }
             };
             if i == 0 && (is_upper || !grant.overlay_enabled) {

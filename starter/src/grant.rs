@@ -66,6 +66,8 @@ pub struct Grant {
     pub max_loop_devices: u32,
     /// Reuse a read-only loop device already bound to the same image range.
     pub shared_loop_devices: bool,
+    /// `squashfs readahead`: read-ahead in KiB for read-only squashfs loop devices.
+    pub squashfs_readahead_kib: Option<u32>,
     /// `enable overlay`: without it the rootfs is the root, with no overlayfs (and no stub).
     pub overlay_enabled: bool,
     /// `sync writable extfs`: the writable ext3 layer is mounted `sync`.
@@ -405,7 +407,12 @@ fn check_process(p: &plan::Process) -> Result<plan::Process> {
         bail!("umask {:o} is not a permission mask", p.umask);
     }
     let cwd = container_path(&p.cwd, "working directory")?;
-    Ok(plan::Process { cwd, ..p.clone() })
+    if p.prefetch.len() > plan::MAX_PREFETCH {
+        bail!("the plan names {} paths to read ahead; at most {}", p.prefetch.len(), plan::MAX_PREFETCH);
+    }
+    let prefetch =
+        p.prefetch.iter().map(|f| container_path(f, "path to read ahead")).collect::<Result<Vec<_>>>()?;
+    Ok(plan::Process { cwd, prefetch, ..p.clone() })
 }
 
 /// Check every request of `plan` for `caller` under `policy`; the result is all we use.
@@ -509,6 +516,7 @@ pub fn grant(policy: &Policy, caller: &Caller, plan: &Plan) -> Result<Grant> {
         session_size_mib: if caller.is_root() { None } else { Some(policy.sessiondir_max_size_mib) },
         max_loop_devices: policy.max_loop_devices,
         shared_loop_devices: policy.shared_loop_devices,
+        squashfs_readahead_kib: policy.squashfs_readahead_kib,
         overlay_enabled: policy.enable_overlay != EnableOverlay::No,
         sync_writable_extfs: policy.sync_writable_extfs,
         owned: c.owned,

@@ -93,14 +93,16 @@ fn find_shared_loop(backing: BorrowedFd<'_>, layer: &GrantedLayer, max: u32) -> 
     None
 }
 
-/// Mount one image layer at `target`.
-pub fn mount_image(control: &OwnedFd, grant: &Grant, layer: &GrantedLayer, target: &Path) -> Result<()> {
+/// Mount one image layer at `target`. Returns whether the mount has a superblock of its own
+/// (false when a shared loop device made the kernel reuse a running container's).
+pub fn mount_image(control: &OwnedFd, grant: &Grant, layer: &GrantedLayer, target: &Path) -> Result<bool> {
     let shared = if grant.shared_loop_devices && layer.kind == LayerKind::Squashfs && !layer.writable {
         find_shared_loop(grant.fd(layer.fd), layer, grant.max_loop_devices)
     } else {
         None
     };
-    let (n, _dev) = match shared {
+    let fresh = shared.is_none();
+    let (n, dev) = match shared {
         Some(found) => found,
         None => attach_loop(control, grant.fd(layer.fd), layer, grant.max_loop_devices)?,
     };
@@ -115,18 +117,27 @@ pub fn mount_image(control: &OwnedFd, grant: &Grant, layer: &GrantedLayer, targe
         LayerKind::Ext3 => ("ext3", Some("errors=remount-ro")),
         LayerKind::Dir => unreachable!("directories are not loop-mounted"),
     };
-    mount(Some(format!("/dev/loop{n}").as_str()), target, Some(fstype), flags, data).map_err(|e| {
-        match (layer.kind, e) {
-            (LayerKind::Squashfs, Errno::EINVAL) => err!(
-                "kernel reported a bad superblock for squashfs image partition, possible corruption ({})",
-                layer.path.display()
-            ),
-            (LayerKind::Ext3, Errno::EINVAL) => err!(
-                "ext3 image partition contains a bad superblock (corrupted image ?) ({})",
-                layer.path.display()
-            ),
-            _ => err!("cannot mount {} ({fstype}): {e}", layer.path.display()),
+    let mounted = mount(Some(format!("/dev/loop{n}").as_str()), target, Some(fstype), flags, data);
+    mounted.map_err(|e| match (layer.kind, e) {
+        (LayerKind::Squashfs, Errno::EINVAL) => err!(
+            "kernel reported a bad superblock for squashfs image partition, possible corruption ({})",
+            layer.path.display()
+        ),
+        (LayerKind::Ext3, Errno::EINVAL) => err!(
+            "ext3 image partition contains a bad superblock (corrupted image ?) ({})",
+            layer.path.display()
+        ),
+        _ => err!("cannot mount {} ({fstype}): {e}", layer.path.display()),
+    })?;
+    // Set after the mount (mounting resets it): with 0 a page fault decompresses only its own
+    // block, not the kernel's default window of several (often the whole executable).
+    if let (LayerKind::Squashfs, false, Some(kib)) =
+        (layer.kind, layer.writable, grant.squashfs_readahead_kib)
+    {
+        if let Err(e) = sys::set_readahead(&dev, kib) {
+            crate::debug(&format!("could not set the read-ahead of /dev/loop{n}: {e}"));
         }
-    })
-    // `_dev` closes here: the mount holds the device, autoclear frees it at unmount.
+    }
+    Ok(fresh)
+    // `dev` closes here: the mount holds the device, autoclear frees it at unmount.
 }

@@ -19,6 +19,8 @@ pub const MAX_LAYERS: usize = 64;
 pub const MAX_BINDS: usize = 256;
 pub const MAX_ENV: usize = 4096;
 pub const MAX_ARGS: usize = 65536;
+/// Most paths a plan may name for reading the payload ahead.
+pub const MAX_PREFETCH: usize = 16;
 
 #[derive(Serialize, Deserialize, Debug, Clone, PartialEq, Eq)]
 #[serde(deny_unknown_fields)]
@@ -153,6 +155,10 @@ pub struct Process {
     /// from the host's page cache rather than from a freshly mounted, compressed image.
     #[serde(default)]
     pub interpreter_fd: Option<i32>,
+    /// Paths in the container where the payload's executable may be (the first that exists
+    /// is read ahead while the container is built; see `prefetch`).
+    #[serde(default)]
+    pub prefetch: Vec<String>,
 }
 
 fn default_umask() -> u32 {

@@ -174,6 +174,16 @@ pub fn loop_configure(
     check(unsafe { libc::ioctl(dev.as_raw_fd(), LOOP_CONFIGURE, &cfg as *const LoopConfig) } as _).map(drop)
 }
 
+/// BLKRASET: the device's read-ahead, in 512-byte sectors.
+const BLKRASET: libc::c_ulong = 0x1262;
+
+/// Set the read-ahead of block device `dev` to `kib` KiB.
+pub fn set_readahead(dev: &OwnedFd, kib: u32) -> Result<()> {
+    let sectors = libc::c_ulong::from(kib) * 2;
+    // SAFETY: BLKRASET takes its argument by value (an unsigned long); no memory is passed.
+    check(unsafe { libc::ioctl(dev.as_raw_fd(), BLKRASET, sectors) } as _).map(drop)
+}
+
 // ---- the new mount API -------------------------------------------------------------------
 
 fn cstr(s: &str) -> Result<CString> {
@@ -377,6 +387,32 @@ pub fn wait_readable(fd: &OwnedFd) {
             return;
         }
     }
+}
+
+/// Close every fd except `keep`.
+pub fn close_all_but(keep: &[RawFd]) -> Result<()> {
+    let mut keep: Vec<u32> = keep.iter().map(|&fd| fd as u32).collect();
+    keep.sort_unstable();
+    let mut first = 0u32;
+    for fd in keep {
+        if fd > first {
+            close_range(first, fd - 1, false)?;
+        }
+        first = fd + 1;
+    }
+    close_range(first, u32::MAX, false)
+}
+
+/// `readahead(fd, offset, len)`: start reading a file range into the page cache. Best effort.
+pub fn readahead(fd: &OwnedFd, offset: u64, len: u64) {
+    // SAFETY: integer arguments only; the kernel reads into its own page cache.
+    unsafe { libc::readahead(fd.as_raw_fd(), offset as libc::off64_t, len as usize) };
+}
+
+/// How many CPUs this process may run on.
+pub fn cpus_available() -> usize {
+    nix::sched::sched_getaffinity(nix::unistd::Pid::from_raw(0))
+        .map_or(1, |set| (0..nix::sched::CpuSet::count()).filter(|&i| set.is_set(i).unwrap_or(false)).count())
 }
 
 /// Leave the process now, without running destructors or atexit handlers (forked children).

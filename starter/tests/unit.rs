@@ -25,6 +25,7 @@ mod plan {
                 cwd: "/".into(),
                 umask: 0o022,
                 interpreter_fd: None,
+                prefetch: Vec::new(),
             },
             log_level: 0,
         }

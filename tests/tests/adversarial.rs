@@ -124,6 +124,12 @@ fn malformed_plans_are_refused_with_a_reason() {
     relative_cwd["process"]["cwd"] = json!("../../etc");
     let mut past_end = plan(size, &["/bin/true"]);
     past_end["rootfs"]["offset"] = json!(u64::MAX - 10);
+    let mut up_prefetch = plan(size, &["/bin/true"]);
+    up_prefetch["process"]["prefetch"] = json!(["/bin/true", "/bin/../../etc/shadow"]);
+    let mut relative_prefetch = plan(size, &["/bin/true"]);
+    relative_prefetch["process"]["prefetch"] = json!(["bin/true"]);
+    let mut many_prefetch = plan(size, &["/bin/true"]);
+    many_prefetch["process"]["prefetch"] = json!(vec!["/bin/true"; 17]);
     for (p, text) in [
         (&wrong_version, "plan version 7"),
         (&empty_argv, "no command to run"),
@@ -131,6 +137,9 @@ fn malformed_plans_are_refused_with_a_reason() {
         (&negative, "invalid plan"),
         (&relative_cwd, "absolute path"),
         (&past_end, "past the end of the file"),
+        (&up_prefetch, "path to read ahead \"/bin/../../etc/shadow\" must not contain"),
+        (&relative_prefetch, "path to read ahead \"bin/true\" must be an absolute path"),
+        (&many_prefetch, "paths to read ahead; at most 16"),
     ] {
         let out = raw(install, Some(user), &dir, p, &[(10, "r", &image)], &[]);
         refused(&out, text);
@@ -581,4 +590,117 @@ fn an_interpreter_fd_must_be_a_regular_file_and_runs_only_as_the_caller() {
     let out = raw(install, Some(user), &dir, &p, &[(10, "r", &image), (11, "r", &shell)], &[]);
     out.assert_success();
     assert_eq!(out.stdout.trim(), user.uid.to_string(), "{out}");
+}
+
+/// Bytes of `path` in the page cache, as root sees it (`fincore`).
+fn cached_bytes(path: &Path) -> u64 {
+    let out =
+        run_as_root(&argv!["fincore", "--bytes", "--noheadings", "--output", "RES", path], &RunOpts::new());
+    out.assert_success();
+    out.stdout.trim().parse().unwrap_or_else(|_| panic!("fincore said {:?}", out.stdout))
+}
+
+/// Drops `path` from the page cache (written back first: dirty pages stay).
+fn evict(path: &Path) {
+    run_as_root(&argv!["sync", path], &RunOpts::new()).assert_success();
+    run_as_root(
+        &argv!["dd", format!("if={}", path.display()), "iflag=nocache", "count=0", "status=none"],
+        &RunOpts::new(),
+    )
+    .assert_success();
+    assert_eq!(cached_bytes(path), 0, "{} is still cached", path.display());
+}
+
+/// The read-ahead helper (DESIGN: the payload's executable is warmed while the container is
+/// built) runs as the caller and stays inside the image: symlinks pointing at host files, a
+/// host path named outright, and a FIFO are all passed over; the first regular file in the
+/// image is read ahead. With a single CPU there is no helper at all.
+#[test]
+fn the_read_ahead_helper_stays_in_the_image_and_runs_as_the_caller() {
+    let Some((install, user, dir, _image, _)) = setup() else {
+        return;
+    };
+    // Host files the helper must never touch: one only root may read, one anyone may.
+    let secret = dir.write("secret", vec![7u8; 1 << 20], 0o600);
+    std::os::unix::fs::chown(&secret, Some(0), Some(0)).unwrap();
+    let public = dir.write("public", vec![9u8; 1 << 20], 0o644);
+    // An image with symlinks to them, a FIFO, and 2 MiB of incompressible data.
+    let tree = dir.join("ratree");
+    run_as_root(&argv!["cp", "-a", &busybox().unwrap().sandbox, &tree], &RunOpts::new()).assert_success();
+    std::os::unix::fs::symlink(&secret, tree.join("secret-link")).unwrap();
+    std::os::unix::fs::symlink(format!("../../../../../../..{}", public.display()), tree.join("public-link"))
+        .unwrap();
+    run_as_root(&argv!["mkfifo", tree.join("fifo")], &RunOpts::new()).assert_success();
+    fs::create_dir(tree.join("data")).unwrap();
+    run_as_root(
+        &argv!["sh", "-c", format!("head -c 2097152 /dev/urandom > {}/data/big", tree.display())],
+        &RunOpts::new(),
+    )
+    .assert_success();
+    let sq = dir.join("ra.sqfs");
+    run_as_root(&argv!["mksquashfs", &tree, &sq, "-quiet", "-no-progress", "-noappend"], &RunOpts::new())
+        .assert_success();
+    fs::set_permissions(&sq, fs::Permissions::from_mode(0o644)).unwrap();
+    let size = fs::metadata(&sq).unwrap().len();
+    let mut p = plan(size, &["/bin/sh", "-c", "echo ready; exec sleep 30"]);
+    p["process"]["prefetch"] = json!([
+        "/secret-link",
+        "/public-link",
+        secret.to_str().unwrap(),
+        public.to_str().unwrap(),
+        "/fifo",
+        "/nonexistent",
+        "/data/big"
+    ]);
+    let plan_file = dir.write("ra.json", p.to_string(), 0o644);
+    let raw_args = argv![RAW, install.starter(), &plan_file, "--fd", format!("10:r:{}", sq.display())];
+    let wait_cached = |pid: u32| {
+        let big = PathBuf::from(format!("/proc/{pid}/root/data/big"));
+        let deadline = std::time::Instant::now() + std::time::Duration::from_secs(10);
+        while std::time::Instant::now() < deadline {
+            if cached_bytes(&big) > 0 {
+                return cached_bytes(&big);
+            }
+            std::thread::sleep(std::time::Duration::from_millis(20));
+        }
+        0
+    };
+
+    for f in [&secret, &public] {
+        evict(f);
+    }
+    let mut running = strata_e2e::spawn_as(user, &raw_args, &RunOpts::new());
+    assert!(
+        running.wait_for_stdout("ready", std::time::Duration::from_secs(10)),
+        "the container did not start"
+    );
+    let pid = running.pid().unwrap();
+    let cached = wait_cached(pid);
+    assert_eq!(cached_bytes(&secret), 0, "the helper read a root-only host file");
+    assert_eq!(cached_bytes(&public), 0, "the helper read a host file outside the image");
+    assert!(cached >= 1 << 20, "the image file was not read ahead ({cached} bytes cached)");
+    // The helper is gone and was the caller: no process of the container runs as anyone else.
+    let ps = run_as_root(&argv!["ps", "-eo", "uid=,args="], &RunOpts::new());
+    for line in ps.stdout.lines().filter(|l| l.contains("strata-starter")) {
+        assert!(
+            line.trim_start().starts_with(&user.uid.to_string()),
+            "a starter process not run as the caller: {line}"
+        );
+    }
+    running.signal(libc::SIGKILL);
+    let _ = running.wait();
+
+    // One CPU: no helper, so nothing but what the payload itself reads is cached.
+    let mut args = argv!["taskset", "-c", "0"];
+    args.extend(raw_args.iter().cloned());
+    let mut running = strata_e2e::spawn_as(user, &args, &RunOpts::new());
+    assert!(
+        running.wait_for_stdout("ready", std::time::Duration::from_secs(10)),
+        "the container did not start"
+    );
+    std::thread::sleep(std::time::Duration::from_millis(500));
+    let big = PathBuf::from(format!("/proc/{}/root/data/big", running.pid().unwrap()));
+    assert_eq!(cached_bytes(&big), 0, "a helper ran on a single CPU");
+    running.signal(libc::SIGKILL);
+    let _ = running.wait();
 }

@@ -393,3 +393,42 @@ fn a_sif_in_use_by_a_container_cannot_be_changed() {
     let _ = running.wait();
     install.strata_as(user, &argv!["sif", "del", "2", &sif], &RunOpts::new()).assert_success();
 }
+
+/// `squashfs readahead`: the loop device under a running container's squashfs has the
+/// configured read-ahead (0 by default, so a page fault decompresses only its own block), and
+/// `kernel` leaves the kernel's own value.
+#[test]
+fn squashfs_readahead_sets_the_loop_devices_read_ahead() {
+    let Some(user) = TestUser::ordinary() else {
+        return;
+    };
+    for (conf, expected) in
+        [("", Some(0u32)), ("squashfs readahead = 128\n", Some(128)), ("squashfs readahead = kernel\n", None)]
+    {
+        let Some(install) = Install::with_config(conf) else {
+            return;
+        };
+        let dir = TestDir::owned_by(user).unwrap();
+        let Some(image) = user_sif(&install, user, &dir) else {
+            return;
+        };
+        let holder = spawn_exec(&install, user, false, &image, &["sleep", "100"]);
+        let pid = holder.pid().expect("strata did not start");
+        assert!(wait_for_process(pid, "sleep", Duration::from_secs(20)), "no sleep:\n{}", holder.wait());
+        let lines = losetup_lines_for(&image);
+        assert_eq!(lines.len(), 1, "{lines:?}");
+        let dev = lines[0].split(':').next().unwrap().trim_start_matches("/dev/").to_string();
+        let ra: u32 = fs::read_to_string(format!("/sys/block/{dev}/queue/read_ahead_kb"))
+            .unwrap()
+            .trim()
+            .parse()
+            .unwrap();
+        match expected {
+            Some(kib) => assert_eq!(ra, kib, "read_ahead_kb of {dev} with {conf:?}"),
+            // The kernel's choice for a loop device is never 0.
+            None => assert!(ra > 0, "read_ahead_kb of {dev} with {conf:?} is 0"),
+        }
+        drop(holder);
+        assert_no_loop_device_for(&image);
+    }
+}

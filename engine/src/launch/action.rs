@@ -113,6 +113,28 @@ impl ActionScript {
         argv
     }
 
+    /// Where the program the script will end in probably is, in the container: the command
+    /// looked up in the default `PATH` for `exec`, the shell otherwise (runscripts are shell
+    /// scripts). Only a hint for reading it ahead; the script decides.
+    pub fn payload_candidates(&self, args: &[String]) -> Vec<String> {
+        let plain = |p: &String| {
+            std::path::Path::new(p)
+                .components()
+                .all(|c| matches!(c, std::path::Component::RootDir | std::path::Component::Normal(_)))
+        };
+        let found = match (self.action, args.first()) {
+            (Action::Exec, Some(cmd)) if cmd.starts_with('/') => vec![cmd.clone()],
+            (Action::Exec, Some(cmd)) if cmd.contains('/') => Vec::new(), // relative to the cwd
+            (Action::Exec, Some(cmd)) if !cmd.is_empty() => {
+                DEFAULT_PATH.split(':').map(|d| format!("{d}/{cmd}")).collect()
+            }
+            (Action::Exec, _) => Vec::new(),
+            (Action::Shell, _) => vec!["/bin/bash".into(), SHELL.into()],
+            (Action::Run | Action::Test | Action::Start, _) => vec![SHELL.into()],
+        };
+        found.into_iter().filter(plain).collect()
+    }
+
     /// The script text.
     pub fn script(&self) -> String {
         let mut s = String::with_capacity(4096);

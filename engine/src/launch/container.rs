@@ -237,7 +237,9 @@ pub fn launch(req: Request<'_>) -> Result<std::convert::Infallible, LaunchError>
         shell: None,
     };
     let env = ContainerEnv::build(&super::env::host_env(), &env_opts)?;
-    let argv = ActionScript::new(req.action, &env).argv(req.args);
+    let script = ActionScript::new(req.action, &env);
+    let argv = script.argv(req.args);
+    let prefetch = script.payload_candidates(req.args);
     let pwd = match &flags.pwd {
         Some(p) => binds::parse_pwd(p)?.as_str().to_string(),
         None if contain => home.dest.as_str().to_string(),
@@ -265,6 +267,7 @@ pub fn launch(req: Request<'_>) -> Result<std::convert::Infallible, LaunchError>
             cwd: pwd,
             umask: current_umask(),
             interpreter_fd: action_shell(&mut files),
+            prefetch,
         },
         log_level: crate::log::level() as i8,
     };

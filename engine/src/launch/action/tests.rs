@@ -503,3 +503,26 @@ fn the_busybox_images_own_scripts_and_runscript() {
         assert_eq!(String::from_utf8_lossy(&out.stdout), "hello from busybox\n");
     }
 }
+
+#[test]
+fn payload_candidates_follow_the_action() {
+    let candidates = |action: Action, args: &[&str]| {
+        let env = env_with(&[], &[], action);
+        let args: Vec<String> = args.iter().map(|s| s.to_string()).collect();
+        ActionScript::new(action, &env).payload_candidates(&args)
+    };
+    assert_eq!(candidates(Action::Exec, &["/opt/tool", "x"]), ["/opt/tool"]);
+    assert_eq!(
+        candidates(Action::Exec, &["python3"]),
+        DEFAULT_PATH.split(':').map(|d| format!("{d}/python3")).collect::<Vec<_>>()
+    );
+    // Relative paths depend on the cwd, and '.'/'..' are not sent at all (the plan refuses them).
+    assert!(candidates(Action::Exec, &["./run.sh"]).is_empty());
+    assert!(candidates(Action::Exec, &["/opt/../bin/true"]).is_empty());
+    assert!(candidates(Action::Exec, &["../x"]).is_empty());
+    assert!(candidates(Action::Exec, &[]).is_empty());
+    assert_eq!(candidates(Action::Shell, &[]), ["/bin/bash", "/bin/sh"]);
+    for action in [Action::Run, Action::Test, Action::Start] {
+        assert_eq!(candidates(action, &["arg"]), ["/bin/sh"]);
+    }
+}
