@@ -151,6 +151,7 @@ impl Session {
         let mut upper_work_fds: Option<[OwnedFd; 2]> = None;
         let mut direct_root: Option<PathBuf> = None;
         std::fs::create_dir(self.path("layers")).context(|| "cannot create the session layout".into())?;
+        let mut fresh_squashfs = false;
         for (i, layer) in grant.layers.iter().enumerate() {
             let is_upper = grant.writable == Writable::Layer(i);
             let shown = layer.path.display().to_string();
@@ -168,14 +169,16 @@ impl Session {
                     let target = self.path(&format!("layers/{i}"));
                     std::fs::create_dir(&target).context(|| "cannot create the session layout".into())?;
                     let fresh = crate::loops::mount_image(&control, grant, layer, &target)?;
-                    let root = dir_o_path(&target)?;
-                    // Not in a pid namespace: its process table stays the init and the payload.
-                    if i == 0 && fresh && layer.kind == LayerKind::Squashfs && !grant.namespaces.pid {
-                        crate::prefetch::spawn(&root, &grant.process.prefetch, caller);
-                    }
-                    root
+                    fresh_squashfs = fresh && layer.kind == LayerKind::Squashfs;
+                    dir_o_path(&target)?
                 }
             };
+            if i == 0 && !grant.namespaces.pid {
+                // Without a pid namespace, the teardown keeper (in one, the init outlives the
+                // payload anyway, and its process table stays the init and the payload).
+                let paths: &[String] = if fresh_squashfs { &grant.process.prefetch } else { &[] };
+                crate::keeper::spawn(caller, &root, paths);
+            }
             if i == 0 && (is_upper || !grant.overlay_enabled) {
                 // --writable on a sandbox directory or an ext3 rootfs, or 'enable overlay = no':
                 // no overlay at all, so no stub for missing mount points either.

@@ -17,7 +17,6 @@ pub mod keeper;
 pub mod lock;
 pub mod loops;
 pub mod plan;
-pub mod prefetch;
 pub mod session;
 pub mod stub;
 pub mod supervise;

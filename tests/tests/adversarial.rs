@@ -679,14 +679,26 @@ fn the_read_ahead_helper_stays_in_the_image_and_runs_as_the_caller() {
     assert_eq!(cached_bytes(&secret), 0, "the helper read a root-only host file");
     assert_eq!(cached_bytes(&public), 0, "the helper read a host file outside the image");
     assert!(cached >= 1 << 20, "the image file was not read ahead ({cached} bytes cached)");
-    // The helper is gone and was the caller: no process of the container runs as anyone else.
-    let ps = run_as_root(&argv!["ps", "-eo", "uid=,args="], &RunOpts::new());
-    for line in ps.stdout.lines().filter(|l| l.contains("strata-starter")) {
-        assert!(
-            line.trim_start().starts_with(&user.uid.to_string()),
-            "a starter process not run as the caller: {line}"
-        );
+    // Every process in the container's mount namespace (the payload and the keeper that read
+    // ahead) is the caller's, without capabilities.
+    let ns = fs::read_link(format!("/proc/{pid}/ns/mnt")).unwrap();
+    let mut members = Vec::new();
+    for entry in fs::read_dir("/proc").unwrap().flatten() {
+        let name = entry.file_name().to_string_lossy().into_owned();
+        if name.parse::<u32>().is_err() || fs::read_link(entry.path().join("ns/mnt")).ok() != Some(ns.clone())
+        {
+            continue;
+        }
+        let Ok(status) = fs::read_to_string(entry.path().join("status")) else { continue };
+        let field = |k: &str| status.lines().find(|l| l.starts_with(k)).unwrap_or("").to_string();
+        let uid = user.uid;
+        assert_eq!(field("Uid:"), format!("Uid:\t{uid}\t{uid}\t{uid}\t{uid}"), "process {name}:\n{status}");
+        for caps in ["CapPrm:", "CapEff:", "CapBnd:"] {
+            assert_eq!(field(caps), format!("{caps}\t0000000000000000"), "process {name}:\n{status}");
+        }
+        members.push(name);
     }
+    assert!(members.len() >= 2, "the payload and its keeper: {members:?}");
     running.signal(libc::SIGKILL);
     let _ = running.wait();
 
