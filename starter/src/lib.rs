@@ -1,9 +1,10 @@
 //! strata-starter: the setuid trust boundary.
 //!
-//! `plan` is the schema shared with the engine. The other modules are the privileged steps,
-//! in the order `main.rs` runs them: `caller` → `trust` → `plan` → `grant` → `session` →
-//! `assemble` (with `loops`, `stub`, `dev`, `identity`) → `drop` → `exec`. All raw syscalls
-//! live in `sys`.
+//! `plan` is the schema shared with the engine (the `strata-plan` crate). The modules here are
+//! the privileged steps, in the order `main.rs` runs them: `caller` → `trust` → `plan` →
+//! `grant` → `lock` → `session` → `assemble` (with `loops`, `stub`, `dev`, `identity`, and the
+//! `keeper`) → `drop` → `exec`, with `supervise` for the pid namespace. All raw syscalls live
+//! in `sys`.
 
 pub mod assemble;
 pub mod caller;
@@ -16,7 +17,7 @@ pub mod identity;
 pub mod keeper;
 pub mod lock;
 pub mod loops;
-pub mod plan;
+pub use strata_plan as plan;
 pub mod session;
 pub mod stub;
 pub mod supervise;

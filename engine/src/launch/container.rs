@@ -7,7 +7,7 @@ use std::os::unix::fs::OpenOptionsExt;
 use std::path::{Path, PathBuf};
 
 use strata_config::Policy;
-use strata_starter::plan::{self, DevMode, Layer, LayerKind, Mounts, Namespaces, Plan, Process};
+use strata_plan::{self as plan, DevMode, Layer, LayerKind, Mounts, Namespaces, Plan, Process};
 
 use super::action::{Action, ActionScript};
 use super::binds::{self, BindSpec, ContainerPath};

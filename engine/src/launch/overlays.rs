@@ -3,7 +3,7 @@
 
 use std::path::PathBuf;
 
-use strata_starter::plan::{Layer, LayerKind};
+use strata_plan::{Layer, LayerKind};
 
 use crate::image::{FsType, Image, ImageError, ImageKind, Partition};
 

@@ -7,7 +7,7 @@ use std::os::unix::process::CommandExt;
 use std::path::PathBuf;
 use std::process::Command;
 
-use strata_starter::plan::{Plan, PLAN_FD};
+use strata_plan::{Plan, PLAN_FD};
 
 #[derive(Debug, thiserror::Error)]
 pub enum StarterError {

@@ -1,4 +1,5 @@
-//! The plan: what container the engine asks for. Defined once here, used by both sides.
+//! The plan: what container the engine asks for. Defined once here (a crate of its own, like
+//! the policy in `config/`), used by both sides.
 //!
 //! A plan is a *request*. The starter parses it strictly (`deny_unknown_fields`, a version, a
 //! size cap) and then checks every part against policy and the fds it was handed (`grant`).
