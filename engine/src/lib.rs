@@ -4,6 +4,7 @@ pub mod build;
 pub mod cli;
 pub mod confine;
 pub mod image;
+pub mod interrupt;
 pub mod launch;
 pub mod log;
 pub mod overlay;

@@ -91,11 +91,29 @@ impl Tool {
 
     /// Run `cmd` (made by [`Tool::command`]) to its end; `Ok` with its output if the exit code
     /// is one of `ok_codes`.
+    /// [`Tool::run`] for a step that changes the user's image in place: in a process group of
+    /// its own (a Ctrl-C at the terminal does not reach it) and as an interrupt-critical
+    /// section (a signal to strata waits until it has finished).
+    pub fn run_critical(self, cmd: &mut Command, ok_codes: &[i32]) -> Result<Output, ToolError> {
+        use std::os::unix::process::CommandExt;
+        let _whole = crate::interrupt::critical();
+        self.run(cmd.process_group(0), ok_codes)
+    }
+
     pub fn run(self, cmd: &mut Command, ok_codes: &[i32]) -> Result<Output, ToolError> {
         crate::debug!("running {}", show(cmd));
-        let out = cmd
-            .output()
-            .map_err(|source| ToolError::Spawn { path: PathBuf::from(cmd.get_program()), source })?;
+        let program = PathBuf::from(cmd.get_program());
+        let spawn_err = |source| ToolError::Spawn { path: program.clone(), source };
+        // As `Command::output`: no stdin, both outputs captured (no caller sets them).
+        let child = cmd
+            .stdin(std::process::Stdio::null())
+            .stdout(std::process::Stdio::piped())
+            .stderr(std::process::Stdio::piped())
+            .spawn()
+            .map_err(spawn_err)?;
+        // A signal that ends strata kills it before its temporaries are removed.
+        let _kill = crate::interrupt::kill_on_signal(child.id());
+        let out = child.wait_with_output().map_err(spawn_err)?;
         match out.status.code() {
             Some(c) if ok_codes.contains(&c) => Ok(out),
             code => {

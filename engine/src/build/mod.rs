@@ -11,6 +11,7 @@ mod sandbox;
 pub mod skeleton;
 
 pub use sandbox::build_sandbox;
+pub(crate) use sandbox::remove_tree;
 
 use std::ffi::OsString;
 use std::fs::File;
@@ -157,11 +158,14 @@ pub fn build_sif(out: &Path, src: &Path, force: bool) -> Result<(), BuildError> 
             .map_err(|e| BuildError::Temp { dir: dir.clone(), source: plain(e) })
     };
     let sif_tmp = temp("")?;
+    let _sif_tmp = crate::interrupt::remove_on_signal(sif_tmp.path());
     let sqfs_tmp = temp(".sqfs")?;
+    let _sqfs_tmp = crate::interrupt::remove_on_signal(sqfs_tmp.path());
     let staging = tempfile::Builder::new()
         .prefix("strata-build-")
         .tempdir()
         .map_err(|e| BuildError::Temp { dir: std::env::temp_dir(), source: plain(e) })?;
+    let _staging = crate::interrupt::remove_on_signal(staging.path());
 
     let epoch = source_date_epoch();
     let arch = Arch::host();

@@ -110,6 +110,7 @@ pub fn build_sandbox(out: &Path, image: &Path, force: bool) -> Result<(), BuildE
         .map_err(|e| BuildError::Temp { dir: dir.clone(), source: super::plain(e) })?
         .keep();
     let mut staging = Staging { path: staging, keep: false };
+    let _staging = crate::interrupt::remove_on_signal(&staging.path);
     let rootfs = staging.path.join("rootfs");
 
     let mut cmd = unsquashfs.command()?;

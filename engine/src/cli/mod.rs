@@ -89,14 +89,26 @@ pub fn main() -> ExitCode {
         Command::Run(a) => action::run(Action::Run, &a.image, &a.args, &a.flags),
         Command::Shell(a) => action::run(Action::Shell, &a.image, &[], &a.flags),
         Command::Test(a) => action::run(Action::Test, &a.image, &a.args, &a.flags),
-        Command::Build(args) => build::run(args),
-        Command::Overlay(args) => overlay::run(args),
-        Command::Sif(args) => sif::run(args),
+        // These make temporaries or change images in place: a signal undoes or waits.
+        Command::Build(args) => {
+            crate::interrupt::watch();
+            build::run(args)
+        }
+        Command::Overlay(args) => {
+            crate::interrupt::watch();
+            overlay::run(args)
+        }
+        Command::Sif(args) => {
+            crate::interrupt::watch();
+            sif::run(args)
+        }
         Command::Version => {
             println!("strata version {}", env!("CARGO_PKG_VERSION"));
             Ok(0)
         }
     };
+    // A signal is ending the process: its watcher reports nothing and exits by the signal.
+    crate::interrupt::park_if_ending();
     match result {
         Ok(code) => ExitCode::from(code),
         Err(e) => {

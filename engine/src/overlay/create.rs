@@ -127,6 +127,7 @@ fn new_image(
         .permissions(std::fs::Permissions::from_mode(0o600))
         .tempfile_in(&dir)
         .map_err(|source| OverlayError::Temp { dir: dir.clone(), source: crate::build::plain(source) })?;
+    let _tmp = crate::interrupt::remove_on_signal(tmp.path());
     make_ext3(tmp.as_file(), tmp.path(), bytes, sparse, owner, dirs)?;
     let write_err = |source| OverlayError::Write { path: path.to_path_buf(), source };
     tmp.as_file().sync_all().map_err(write_err)?;
@@ -159,6 +160,7 @@ fn make_ext3(
         source,
     })?;
     let staging = layout(dirs)?;
+    let _staging = crate::interrupt::remove_on_signal(staging.path());
 
     let (uid, gid) = owner;
     let mut cmd = mke2fs.command()?;
@@ -270,6 +272,7 @@ fn embed(
         tempfile::Builder::new().prefix("strata-overlay-").suffix(".img").tempfile().map_err(|source| {
             OverlayError::Temp { dir: std::env::temp_dir(), source: crate::build::plain(source) }
         })?;
+    let _tmp = crate::interrupt::remove_on_signal(tmp.path());
     make_ext3(tmp.as_file(), tmp.path(), bytes, true, owner, dirs)?;
 
     let obj = NewObject::partition(

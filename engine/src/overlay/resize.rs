@@ -106,6 +106,9 @@ pub fn resize(path: &Path, size_mib: u64, sparse: bool) -> Result<(), OverlayErr
                 .map_err(|source| OverlayError::ResizePartition { path: path.to_path_buf(), source })?;
         }
     }
+    // From the check to the last byte copied back, the image is changed in place: a signal
+    // waits until it is consistent again.
+    let _in_place = crate::interrupt::critical();
     fsck(&file, offset, path)?;
     let ctx = Ctx { file: &file, path, offset, old_size, new_size, sparse };
     match &mut place {
@@ -181,6 +184,7 @@ impl Ctx<'_> {
             .tempfile_in(&dir)
             .or_else(|_| tempfile::Builder::new().prefix("strata-resize-").tempfile())
             .map_err(|source| OverlayError::Temp { dir, source: crate::build::plain(source) })?;
+        let _tmp = crate::interrupt::remove_on_signal(tmp.path());
         let work = tmp.as_file();
         ext3::copy_sparse(self.file, self.offset, old, work, 0, false)
             .and_then(|()| work.set_len(old.max(new)))
@@ -210,7 +214,7 @@ fn fsck(file: &File, offset: u64, path: &Path) -> Result<(), OverlayError> {
     let fs = ext3::target(&mut cmd, file, offset);
     cmd.args(["-f", "-p"]).arg(&fs);
     // 1: errors corrected; 2: corrected, "reboot" (meaningless for an image).
-    let out = e2fsck.run(&mut cmd, &[0, 1, 2]).map_err(|source| {
+    let out = e2fsck.run_critical(&mut cmd, &[0, 1, 2]).map_err(|source| {
         let target = if offset == 0 {
             path.display().to_string()
         } else {
@@ -231,7 +235,7 @@ fn resize2fs(file: &File, size: u64, path: &Path) -> Result<(), OverlayError> {
     let fs = ext3::target(&mut cmd, file, 0);
     cmd.arg(&fs).arg(format!("{}K", size >> 10));
     resize2fs
-        .run(&mut cmd, &[0])
+        .run_critical(&mut cmd, &[0])
         .map_err(|source| OverlayError::Resize { path: path.to_path_buf(), source })?;
     Ok(())
 }

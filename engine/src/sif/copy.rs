@@ -27,6 +27,7 @@ pub(crate) fn copy_file(src: &File, len: u64, dst: &Target<'_>, hash: Option<&mu
     } else {
         let mut pos = 0;
         while pos < len {
+            crate::interrupt::check()?;
             let data = seek(src, pos, libc::SEEK_DATA)?.unwrap_or(len).min(len);
             if data > pos {
                 zero_range(dst, pos, data - pos)?;
@@ -55,6 +56,7 @@ pub(crate) fn copy_stream(
     let mut buf = vec![0u8; BUF_LEN];
     let mut n = 0u64;
     loop {
+        crate::interrupt::check()?;
         let got = match src.read(&mut buf) {
             Ok(0) => return Ok(n),
             Ok(got) => got,
@@ -107,6 +109,7 @@ fn zero_range(dst: &Target<'_>, rel: u64, len: u64) -> io::Result<()> {
     let zeros = vec![0u8; BUF_LEN.min((end - start) as usize)];
     let mut at = start;
     while at < end {
+        crate::interrupt::check()?;
         let k = zeros.len().min((end - at) as usize);
         dst.file.write_all_at(&zeros[..k], at)?;
         at += k as u64;
@@ -120,7 +123,9 @@ fn copy_range(src: &File, from: u64, len: u64, dst: &Target<'_>) -> io::Result<(
     let mut off_out = (dst.offset + from) as libc::loff_t;
     let mut left = len;
     while left > 0 {
-        let chunk = left.min(1 << 30) as usize;
+        // Chunks of 64 MiB: a signal stops the copy within one.
+        crate::interrupt::check()?;
+        let chunk = left.min(64 << 20) as usize;
         // SAFETY: both descriptors are open; the offsets are ours and live for the call.
         let r = unsafe {
             libc::copy_file_range(src.as_raw_fd(), &mut off_in, dst.file.as_raw_fd(), &mut off_out, chunk, 0)
@@ -156,6 +161,7 @@ fn copy_buffered(
     let mut buf = vec![0u8; BUF_LEN.min(len.max(1) as usize)];
     let mut done = 0u64;
     while done < len {
+        crate::interrupt::check()?;
         let want = buf.len().min((len - done) as usize);
         let got = match src.read_at(&mut buf[..want], from + done) {
             Ok(0) => return Err(shrunk(from + done, from + len)),

@@ -20,6 +20,7 @@ use super::format::*;
 use super::header::Header;
 use super::read::Sif;
 use super::sha256::Sha256;
+use crate::interrupt;
 
 /// How [`Sif::create`] lays out a new image.
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -125,11 +126,14 @@ struct Undo<'a> {
     file: &'a File,
     old_len: u64,
     saved: Vec<(u64, Vec<u8>)>,
+    /// The change is an interrupt-critical section until it is done or rolled back: a signal
+    /// waits for either (the data copy stops early on one, see `copy`).
+    _in_place: interrupt::Critical,
 }
 
 impl<'a> Undo<'a> {
     fn new(file: &'a File, old_len: u64) -> Self {
-        Undo { file, old_len, saved: Vec::new() }
+        Undo { file, old_len, saved: Vec::new(), _in_place: interrupt::critical() }
     }
 
     fn write(&mut self, at: u64, bytes: &[u8]) -> io::Result<()> {
