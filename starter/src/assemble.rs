@@ -17,6 +17,8 @@ use std::path::{Path, PathBuf};
 /// The assembled root, ready for `pivot_root`.
 pub struct Root {
     pub path: PathBuf,
+    /// The keeper's short-lived intermediate process, to reap before the exec.
+    pub keeper: Option<nix::unistd::Pid>,
 }
 
 struct Mount {
@@ -152,6 +154,7 @@ impl Session {
         let mut direct_root: Option<PathBuf> = None;
         std::fs::create_dir(self.path("layers")).context(|| "cannot create the session layout".into())?;
         let mut fresh_squashfs = false;
+        let mut keeper = None;
         for (i, layer) in grant.layers.iter().enumerate() {
             let is_upper = grant.writable == Writable::Layer(i);
             let shown = layer.path.display().to_string();
@@ -177,7 +180,7 @@ impl Session {
                 // Without a pid namespace, the teardown keeper (in one, the init outlives the
                 // payload anyway, and its process table stays the init and the payload).
                 let paths: &[String] = if fresh_squashfs { &grant.process.prefetch } else { &[] };
-                crate::keeper::spawn(caller, &root, paths);
+                keeper = crate::keeper::spawn(caller, &root, paths);
             }
             if i == 0 && (is_upper || !grant.overlay_enabled) {
                 // --writable on a sandbox directory or an ext3 rootfs, or 'enable overlay = no':
@@ -266,7 +269,7 @@ impl Session {
         drop(roots);
         let root = dir_o_path(&final_path)?;
         self.mount_inside(grant, caller, binds, &root, identity_in_stub)?;
-        Ok(Root { path: final_path })
+        Ok(Root { path: final_path, keeper })
     }
 
     /// proc, sys, dev, tmp, binds and the identity files, each onto a destination resolved

@@ -20,7 +20,7 @@
 
 use crate::caller::Caller;
 use crate::sys;
-use nix::unistd::ForkResult;
+use nix::unistd::{ForkResult, Pid};
 use std::os::fd::{AsRawFd, OwnedFd};
 
 /// squashfs blocks are at most 1 MiB; 128 KiB is the common size and the unit asked for.
@@ -29,18 +29,16 @@ const STEP: u64 = 128 * 1024;
 const MAX_BYTES: u64 = 2 * 1024 * 1024;
 
 /// Start the keeper for the current process (the future payload). `root` is the rootfs
-/// layer's root, `prefetch` the paths to read ahead (empty: none). Best effort: on any error
-/// the container simply tears down at exit as usual, without read-ahead.
-pub fn spawn(caller: &Caller, root: &OwnedFd, prefetch: &[String]) {
-    let Ok(payload) = sys::pidfd_open(std::process::id() as libc::pid_t) else {
-        return;
-    };
+/// layer's root, `prefetch` the paths to read ahead (empty: none). Returns the intermediate
+/// process of the double fork, which exits at once: [`reap`] it before the exec (meanwhile
+/// the starter goes on). Best effort: on any error the container simply tears down at exit as
+/// usual, without read-ahead.
+pub fn spawn(caller: &Caller, root: &OwnedFd, prefetch: &[String]) -> Option<Pid> {
+    let payload = sys::pidfd_open(std::process::id() as libc::pid_t).ok()?;
     // With a single usable CPU, reading ahead would only compete with the start itself.
     let prefetch = if sys::cpus_available() < 2 { &[] } else { prefetch };
     match sys::fork() {
-        Ok(ForkResult::Parent { child }) => {
-            let _ = nix::sys::wait::waitpid(child, None);
-        }
+        Ok(ForkResult::Parent { child }) => Some(child),
         Ok(ForkResult::Child) => {
             if let Ok(ForkResult::Child) = sys::fork() {
                 // Nothing of the starter's but these two, and the caller's rights only.
@@ -52,7 +50,14 @@ pub fn spawn(caller: &Caller, root: &OwnedFd, prefetch: &[String]) {
             }
             sys::exit_now(0);
         }
-        Err(_) => {}
+        Err(_) => None,
+    }
+}
+
+/// Reap the intermediate process (so the payload never inherits it as a child).
+pub fn reap(intermediate: Option<Pid>) {
+    if let Some(pid) = intermediate {
+        let _ = nix::sys::wait::waitpid(pid, None);
     }
 }
 

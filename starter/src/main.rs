@@ -11,7 +11,7 @@ use strata_starter::grant::grant;
 use strata_starter::plan::{Plan, PLAN_FD};
 use strata_starter::session::{unshare_namespaces, Session};
 use strata_starter::trust::Install;
-use strata_starter::{assemble, drop, exec::exec, lock, supervise, sys};
+use strata_starter::{assemble, drop, exec::exec, keeper, lock, supervise, sys};
 
 /// Close every fd above 2 that the plan does not name (the plan fd is already closed).
 fn close_unnamed_fds(plan: &Plan) -> Result<()> {
@@ -95,6 +95,7 @@ fn run() -> Result<i32> {
             return Ok(supervise::supervise(child));
         }
     }
+    keeper::reap(root.keeper); // long exited by now
     strata_starter::debug("privileges dropped; exec");
     exec(&grant.process, interpreter, &filter, &mask)?;
     unreachable!("exec returns only errors")

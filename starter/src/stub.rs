@@ -38,30 +38,28 @@ pub fn mount_points(grant: &Grant, identity_in_stub: bool) -> Vec<(String, bool)
     v
 }
 
-/// The topmost layer entry at `path` (symlinks followed inside each layer), with its path
-/// inside that layer after resolution; whiteouts (char device 0:0) count as absent.
+/// The topmost layer entry at `path` (symlinks followed inside each layer): the layer's root,
+/// the entry and its status; whiteouts (char device 0:0) count as absent.
+fn top<'a>(roots: &'a [OwnedFd], path: &str) -> Option<(&'a OwnedFd, OwnedFd, FileStat)> {
+    roots.iter().rev().find_map(|root| {
+        let fd = sys::open_in_root(root, path, libc::O_PATH, 0).ok()?;
+        let st = fstat(fd.as_raw_fd()).ok()?;
+        let whiteout = is_type(&st, SFlag::S_IFCHR) && st.st_rdev == 0;
+        (!whiteout).then_some((root, fd, st))
+    })
+}
+
+/// [`top`], with the entry's path inside its layer after resolution.
 fn find(roots: &[OwnedFd], path: &str) -> Option<(FileStat, String)> {
-    for root in roots.iter().rev() {
-        let Ok(fd) = sys::open_in_root(root, path, libc::O_PATH, 0) else {
-            continue;
-        };
-        let Ok(st) = fstat(fd.as_raw_fd()) else {
-            continue;
-        };
-        if is_type(&st, SFlag::S_IFCHR) && st.st_rdev == 0 {
-            continue;
+    let (root, fd, st) = top(roots, path)?;
+    let link = |f: &OwnedFd| std::fs::read_link(format!("/proc/self/fd/{}", f.as_raw_fd())).ok();
+    let canonical = match (link(root), link(&fd)) {
+        (Some(r), Some(p)) => {
+            p.strip_prefix(&r).map(|rel| format!("/{}", rel.display())).unwrap_or_else(|_| path.to_string())
         }
-        let link = |f: &OwnedFd| std::fs::read_link(format!("/proc/self/fd/{}", f.as_raw_fd())).ok();
-        let canonical = match (link(root), link(&fd)) {
-            (Some(r), Some(p)) => p
-                .strip_prefix(&r)
-                .map(|rel| format!("/{}", rel.display()))
-                .unwrap_or_else(|_| path.to_string()),
-            _ => path.to_string(),
-        };
-        return Some((st, canonical));
-    }
-    None
+        _ => path.to_string(),
+    };
+    Some((st, canonical))
 }
 
 fn is_type(st: &FileStat, t: SFlag) -> bool {
@@ -84,7 +82,7 @@ fn stub_dir(stub: &Path, roots: &[OwnedFd], rel: &str) -> Result<()> {
             .mode(0o755)
             .create(&here)
             .context(|| format!("cannot create the mount point {cur}"))?;
-        if let Some((st, _)) = find(roots, &cur).filter(|(st, _)| is_type(st, SFlag::S_IFDIR)) {
+        if let Some((_, _, st)) = top(roots, &cur).filter(|(_, _, st)| is_type(st, SFlag::S_IFDIR)) {
             let _ = nix::unistd::chown(
                 &here,
                 Some(nix::unistd::Uid::from_raw(st.st_uid)),
@@ -107,7 +105,7 @@ fn stub_dir(stub: &Path, roots: &[OwnedFd], rel: &str) -> Result<()> {
 pub fn build_stub(stub: &Path, roots: &[OwnedFd], points: &[(String, bool)]) -> Result<()> {
     use std::os::unix::fs::OpenOptionsExt;
     for (dest, is_dir) in points {
-        if find(roots, dest).is_some() {
+        if top(roots, dest).is_some() {
             continue;
         }
         let comps: Vec<&str> = dest.split('/').filter(|c| !c.is_empty()).collect();
