@@ -3,7 +3,8 @@
 # run, on the squashfs of ../shared/testdata/apptainer/busybox_amd64.sif (or $IMAGE, a SIF).
 #
 #   strata (fresh)       strata exec IMG /bin/true, nothing else running: a new loop device and
-#                        squashfs superblock each time (the payload is decompressed again)
+#                        squashfs superblock each time (the blocks the payload touches are
+#                        decompressed again; its executable is read ahead on a spare CPU)
 #   strata (shared)      the same while another container of the image runs, with
 #                        'shared loop devices = yes': the kernel reuses the superblock
 #   bwrap (premounted)   bubblewrap over the same squashfs mounted once beforehand
