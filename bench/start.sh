@@ -21,21 +21,8 @@ IMAGE=${IMAGE:-$top/../shared/testdata/apptainer/busybox_amd64.sif}
 [ -f "$IMAGE" ] || { echo "bench/start.sh: no image at $IMAGE (set IMAGE=...)"; exit 1; }
 command -v hyperfine >/dev/null || { echo "bench/start.sh: hyperfine is missing (make bench-deps)"; exit 1; }
 
-work=$(mktemp -d /tmp/strata-bench.XXXXXX)
-chmod 755 "$work"
-user=stbench$$
-fuse_mode=$(stat -c %a /dev/fuse 2>/dev/null || true)
-cleanup() {
-    set +e
-    [ -n "$fuse_mode" ] && chmod "$fuse_mode" /dev/fuse
-    [ -n "${keeper:-}" ] && kill "$keeper" 2>/dev/null && wait "$keeper" 2>/dev/null
-    mountpoint -q "$work/mnt" && umount "$work/mnt"
-    userdel -r "$user" >/dev/null 2>&1
-    rm -rf "$work"
-}
-trap cleanup EXIT INT TERM
-useradd -m -u $((40000 + $$ % 20000)) "$user"
-mkdir "$work/out" && chown "$user" "$work/out"
+. "$top/bench/lib.sh"
+bench_begin
 
 for p in fresh shared; do
     make -s -C "$top" install-files PREFIX="$work/$p" >/dev/null
@@ -44,31 +31,12 @@ sed -i 's/^#* *shared loop devices *=.*/shared loop devices = yes/' "$work/share
 grep -q '^shared loop devices = yes' "$work/shared/etc/strata/strata.conf"
 
 # The squashfs partition, cut out of the SIF, for the peers.
-line=$("$work/fresh/bin/strata" sif list "$IMAGE" | grep 'FS (Squashfs/\*System')
-range=$(echo "$line" | awk -F'|' '{gsub(/ /,"",$4); print $4}')
-off=${range%-*}; end=${range#*-}
-dd if="$IMAGE" of="$work/img.sqfs" bs=4096 iflag=skip_bytes,count_bytes skip="$off" count=$((end - off)) status=none
-chmod 644 "$work/img.sqfs" "$IMAGE" 2>/dev/null || true
-mkdir "$work/mnt"
-mount -o loop,ro "$work/img.sqfs" "$work/mnt"
-
-as_user() { su "$user" -s /bin/sh -c "cd /tmp && $1"; }
+chmod 644 "$IMAGE" 2>/dev/null || true
+squashfs_of "$work/fresh/bin/strata" "$IMAGE" "$work/img.sqfs"
 
 cmds="'$work/fresh/bin/strata exec $IMAGE /bin/true'"
 names="strata-fresh"
-if command -v bwrap >/dev/null; then
-    cmds="$cmds 'bwrap --ro-bind $work/mnt / --proc /proc --dev /dev /bin/true'"
-    names="$names bwrap-premounted"
-else
-    echo "note: bwrap not installed, skipped"
-fi
-if command -v ch-run >/dev/null; then
-    chmod 666 /dev/fuse   # Debian's default for users; restored on exit
-    cmds="$cmds 'ch-run $work/img.sqfs -- /bin/true'"
-    names="$names ch-run"
-else
-    echo "note: ch-run not installed, skipped"
-fi
+add_peers "$work/img.sqfs" /bin/true
 
 echo "== start-to-exit of /bin/true, $RUNS runs each, as uid $(id -u "$user")"
 as_user "hyperfine -N -w 5 -r $RUNS --export-json $work/out/a.json $cmds" >/dev/null 2>&1 || as_user "hyperfine -N -w 5 -r $RUNS --export-json $work/out/a.json $cmds"

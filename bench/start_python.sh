@@ -23,20 +23,8 @@ if [ -z "$py" ] || ! ldd "$py" >/dev/null 2>&1; then
 fi
 ver=$(basename "$py")
 
-work=$(mktemp -d /tmp/strata-bench.XXXXXX)
-chmod 755 "$work"
-user=stbpy$$
-fuse_mode=$(stat -c %a /dev/fuse 2>/dev/null || true)
-cleanup() {
-    set +e
-    [ -n "$fuse_mode" ] && chmod "$fuse_mode" /dev/fuse
-    mountpoint -q "$work/mnt" && umount "$work/mnt"
-    userdel -r "$user" >/dev/null 2>&1
-    rm -rf "$work"
-}
-trap cleanup EXIT INT TERM
-useradd -m -u $((40000 + $$ % 20000)) "$user"
-mkdir "$work/out" && chown "$user" "$work/out"
+. "$top/bench/lib.sh"
+bench_begin
 
 for p in default kernel; do
     make -s -C "$top" install-files PREFIX="$work/$p" >/dev/null
@@ -58,32 +46,14 @@ echo "root:x:0:0::/root:/bin/sh" > "$root/etc/passwd"
 echo "root:x:0:" > "$root/etc/group"
 "$work/default/bin/strata" -q build "$work/py.sif" "$root/"
 chmod 644 "$work/py.sif"
-line=$("$work/default/bin/strata" sif list "$work/py.sif" | grep 'FS (Squashfs/\*System')
-range=$(echo "$line" | awk -F'|' '{gsub(/ /,"",$4); print $4}')
-off=${range%-*}; end=${range#*-}
-dd if="$work/py.sif" of="$work/py.sqfs" bs=4096 iflag=skip_bytes,count_bytes skip="$off" count=$((end - off)) status=none
-chmod 644 "$work/py.sqfs"
-mkdir "$work/mnt"
-mount -o loop,ro "$work/py.sqfs" "$work/mnt"
+squashfs_of "$work/default/bin/strata" "$work/py.sif" "$work/py.sqfs"
 
 cmds="'$work/default/bin/strata exec $work/py.sif python3 -c pass' '$work/kernel/bin/strata exec $work/py.sif python3 -c pass'"
 names="strata strata-ra-kernel"
-if command -v bwrap >/dev/null; then
-    cmds="$cmds 'bwrap --ro-bind $work/mnt / --proc /proc --dev /dev python3 -c pass'"
-    names="$names bwrap-premounted"
-else
-    echo "note: bwrap not installed, skipped"
-fi
-if command -v ch-run >/dev/null; then
-    chmod 666 /dev/fuse   # Debian's default for users; restored on exit
-    cmds="$cmds 'ch-run $work/py.sqfs -- python3 -c pass'"
-    names="$names ch-run"
-else
-    echo "note: ch-run not installed, skipped"
-fi
+add_peers "$work/py.sqfs" python3 -c pass
 
 echo "== start-to-exit of python3 -c pass ($(du -sh "$work/py.sif" | cut -f1) SIF of the host's $ver), $RUNS runs each"
-su "$user" -s /bin/sh -c "cd /tmp && hyperfine -N -w 3 -r $RUNS --export-json $work/out/p.json $cmds" >/dev/null 2>&1
+as_user "hyperfine -N -w 3 -r $RUNS --export-json $work/out/p.json $cmds" >/dev/null 2>&1
 
 python3 - "$work/out/p.json" $names <<'EOF'
 import json, sys
