@@ -96,16 +96,27 @@ fn find_shared_loop(backing: BorrowedFd<'_>, layer: &GrantedLayer, max: u32) -> 
 /// Mount one image layer at `target`. Returns whether the mount has a superblock of its own
 /// (false when a shared loop device made the kernel reuse a running container's).
 pub fn mount_image(control: &OwnedFd, grant: &Grant, layer: &GrantedLayer, target: &Path) -> Result<bool> {
-    let shared = if grant.shared_loop_devices && layer.kind == LayerKind::Squashfs && !layer.writable {
-        find_shared_loop(grant.fd(layer.fd), layer, grant.max_loop_devices)
+    let sharable = grant.shared_loop_devices && layer.kind == LayerKind::Squashfs && !layer.writable;
+    // For a sharable layer, finding a device and attaching one is a single step among starters
+    // (an exclusive flock on /dev/loop-control, which only root can open): containers of one
+    // image started at the same moment (srun) then all find the first one's device.
+    let serial = if sharable {
+        let locked = control
+            .try_clone()
+            .ok()
+            .and_then(|fd| nix::fcntl::Flock::lock(fd, nix::fcntl::FlockArg::LockExclusive).ok());
+        Some(locked.ok_or_else(|| err!("cannot lock /dev/loop-control to share a loop device"))?)
     } else {
         None
     };
+    let shared =
+        if sharable { find_shared_loop(grant.fd(layer.fd), layer, grant.max_loop_devices) } else { None };
     let fresh = shared.is_none();
     let (n, dev) = match shared {
         Some(found) => found,
         None => attach_loop(control, grant.fd(layer.fd), layer, grant.max_loop_devices)?,
     };
+    drop(serial); // the device is bound: others find it from here on
     let mut flags = MsFlags::MS_NOSUID | MsFlags::MS_NODEV;
     if !layer.writable {
         flags |= MsFlags::MS_RDONLY;

@@ -341,6 +341,28 @@ fn a_hundred_concurrent_execs_share_loop_devices_when_allowed() {
     };
     let before = HostSnapshot::take().watching([dir.path()]);
 
+    // Thirty containers of the image started at the same moment, none running before (the
+    // srun pattern): all of them on one loop device.
+    let barrier = std::sync::Barrier::new(30);
+    let mut together: Vec<Running> = thread::scope(|scope| {
+        let spawned: Vec<_> = (0..30)
+            .map(|_| {
+                scope.spawn(|| {
+                    barrier.wait();
+                    spawn_exec(&install, user, false, &image, &["sh", "-c", "echo up; exec sleep 100"])
+                })
+            })
+            .collect();
+        spawned.into_iter().map(|h| h.join().unwrap()).collect()
+    });
+    for r in &mut together {
+        assert!(r.wait_for_stdout("up", Duration::from_secs(30)), "a container did not start");
+    }
+    let lines = losetup_lines_for(&image);
+    assert_eq!(lines.len(), 1, "thirty containers started together, one shared device: {lines:?}");
+    drop(together);
+    assert_no_loop_device_for(&image);
+
     // A second container of the image, started while the first runs, uses its loop device.
     let mut holders = Vec::new();
     for _ in 0..2 {
