@@ -4,6 +4,7 @@ use crate::caller::Caller;
 use crate::error::{Context, Result};
 use crate::{bail, sys};
 use caps::CapSet;
+use nix::sys::prctl;
 use nix::unistd::{getgroups, getresgid, getresuid, setresgid, setresuid, Uid};
 use seccompiler::{BpfProgram, SeccompAction, SeccompFilter, SeccompRule, TargetArch};
 use std::collections::BTreeMap;
@@ -21,7 +22,7 @@ fn cap_last_cap() -> u32 {
 pub fn drop_privileges_for_good(caller: &Caller) -> Result<()> {
     if caller.is_root() {
         // Root mode: 'root default capabilities = full' keeps root as root in the container.
-        sys::set_no_new_privs().context(|| "PR_SET_NO_NEW_PRIVS".into())?;
+        prctl::set_no_new_privs().context(|| "PR_SET_NO_NEW_PRIVS".into())?;
         return Ok(());
     }
     for cap in 0..=cap_last_cap() {
@@ -37,8 +38,8 @@ pub fn drop_privileges_for_good(caller: &Caller) -> Result<()> {
     // The kernel cleared permitted/effective when all uids became non-zero; be explicit.
     caps::clear(None, CapSet::Permitted).context(|| "cannot clear permitted capabilities".into())?;
     caps::clear(None, CapSet::Effective).context(|| "cannot clear effective capabilities".into())?;
-    sys::set_dumpable(false).context(|| "PR_SET_DUMPABLE".into())?;
-    sys::set_no_new_privs().context(|| "PR_SET_NO_NEW_PRIVS".into())?;
+    prctl::set_dumpable(false).context(|| "PR_SET_DUMPABLE".into())?;
+    prctl::set_no_new_privs().context(|| "PR_SET_NO_NEW_PRIVS".into())?;
     verify(caller)
 }
 
@@ -63,7 +64,7 @@ fn verify(caller: &Caller) -> Result<()> {
             bail!("privilege drop failed: {set:?} capabilities remain");
         }
     }
-    if !sys::no_new_privs().unwrap_or(false) {
+    if !prctl::get_no_new_privs().unwrap_or(false) {
         bail!("privilege drop failed: no_new_privs is not set");
     }
     Ok(())

@@ -27,7 +27,8 @@ fn close_unnamed_fds(plan: &Plan) -> Result<()> {
 
 /// SIGKILL when the monitor dies; if it already has, leave now.
 fn arm_parent_death(monitor: &std::os::fd::OwnedFd) -> Result<()> {
-    sys::set_parent_death_signal(libc::SIGKILL).map_err(|e| strata_starter::err!("PR_SET_PDEATHSIG: {e}"))?;
+    nix::sys::prctl::set_pdeathsig(nix::sys::signal::Signal::SIGKILL)
+        .map_err(|e| strata_starter::err!("PR_SET_PDEATHSIG: {e}"))?;
     if sys::has_exited(monitor) {
         sys::exit_now(255);
     }
@@ -36,7 +37,7 @@ fn arm_parent_death(monitor: &std::os::fd::OwnedFd) -> Result<()> {
 
 fn run() -> Result<i32> {
     strata_starter::mark_start();
-    sys::set_dumpable(false).map_err(|e| strata_starter::err!("PR_SET_DUMPABLE: {e}"))?;
+    nix::sys::prctl::set_dumpable(false).map_err(|e| strata_starter::err!("PR_SET_DUMPABLE: {e}"))?;
     // The real ids and groups, from the kernel; never from the plan.
     let caller = Caller::from_kernel()?;
     // Nothing in the environment steers the starter.

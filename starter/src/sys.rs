@@ -1,8 +1,9 @@
 //! Every raw syscall of the starter, as thin typed wrappers. Every FFI block lives here, each with its SAFETY note.
 //!
 //! The rest of the starter is safe Rust. Where `nix` already offers a safe wrapper it is used
-//! directly by the callers; this module holds what `nix` lacks (loop devices, the new mount
-//! API, prctl, close_range, clearenv, fork) and the single place fds from the plan become owned.
+//! directly by the callers (the prctls but one, for instance); this module holds what `nix`
+//! lacks (loop devices, the new mount API, PR_CAPBSET_DROP, close_range, pidfds, openat2 into
+//! an owned fd, clearenv, fork) and the single place fds from the plan become owned.
 
 use nix::errno::Errno;
 use std::ffi::CString;
@@ -25,33 +26,10 @@ pub fn clear_environment() {
     unsafe { libc::clearenv() };
 }
 
-/// `PR_SET_DUMPABLE`: a non-dumpable process cannot be ptraced or have its /proc entries read
-/// by the (unprivileged) caller. The kernel resets it on every credential change.
-pub fn set_dumpable(on: bool) -> Result<()> {
-    // SAFETY: prctl with integer arguments only; no memory is passed.
-    check(unsafe { libc::prctl(libc::PR_SET_DUMPABLE, on as libc::c_ulong, 0, 0, 0) } as _).map(drop)
-}
-
-pub fn set_no_new_privs() -> Result<()> {
-    // SAFETY: prctl with integer arguments only.
-    check(unsafe { libc::prctl(libc::PR_SET_NO_NEW_PRIVS, 1, 0, 0, 0) } as _).map(drop)
-}
-
-pub fn no_new_privs() -> Result<bool> {
-    // SAFETY: prctl with integer arguments only.
-    check(unsafe { libc::prctl(libc::PR_GET_NO_NEW_PRIVS, 0, 0, 0, 0) } as _).map(|v| v == 1)
-}
-
 /// Drop one capability from the bounding set (EINVAL for a cap the kernel does not know).
 pub fn capbset_drop(cap: u32) -> Result<()> {
     // SAFETY: prctl with integer arguments only.
     check(unsafe { libc::prctl(libc::PR_CAPBSET_DROP, cap as libc::c_ulong, 0, 0, 0) } as _).map(drop)
-}
-
-/// Parent-death signal for the calling process (cleared by the kernel on credential changes).
-pub fn set_parent_death_signal(sig: libc::c_int) -> Result<()> {
-    // SAFETY: prctl with integer arguments only.
-    check(unsafe { libc::prctl(libc::PR_SET_PDEATHSIG, sig as libc::c_ulong, 0, 0, 0) } as _).map(drop)
 }
 
 /// Close every fd in `[first, last]`; with `cloexec`, mark them close-on-exec instead.
