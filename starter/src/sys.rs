@@ -7,7 +7,7 @@
 
 use nix::errno::Errno;
 use std::ffi::CString;
-use std::os::fd::{AsRawFd, FromRawFd, OwnedFd, RawFd};
+use std::os::fd::{AsFd, AsRawFd, FromRawFd, OwnedFd, RawFd};
 
 pub type Result<T> = std::result::Result<T, Errno>;
 
@@ -41,8 +41,7 @@ pub fn close_range(first: u32, last: u32, cloexec: bool) -> Result<()> {
 
 /// Is `fd` an open descriptor? (`F_GETFD` does not change anything.)
 pub fn fd_is_open(fd: RawFd) -> bool {
-    // SAFETY: fcntl(F_GETFD) only reads the descriptor flags.
-    unsafe { libc::fcntl(fd, libc::F_GETFD) >= 0 }
+    nix::fcntl::fcntl(fd, nix::fcntl::FcntlArg::F_GETFD).is_ok()
 }
 
 /// Take ownership of an fd the caller passed us and the plan names.
@@ -320,10 +319,11 @@ pub fn open_path(path: &std::path::Path, oflags: libc::c_int) -> Result<OwnedFd>
     owned(unsafe { libc::open(p.as_ptr(), oflags | libc::O_CLOEXEC) as libc::c_long })
 }
 
-/// Signal a process.
+/// Signal a process with a signal number as the kernel reported it.
 pub fn kill(pid: libc::pid_t, sig: libc::c_int) {
-    // SAFETY: kill takes integers only; a stale pid at worst returns ESRCH.
-    unsafe { libc::kill(pid, sig) };
+    if let Ok(sig) = nix::sys::signal::Signal::try_from(sig) {
+        let _ = nix::sys::signal::kill(nix::unistd::Pid::from_raw(pid), sig);
+    }
 }
 
 /// Install a signal handler.
@@ -348,23 +348,26 @@ pub fn pidfd_open(pid: libc::pid_t) -> Result<OwnedFd> {
     owned(unsafe { libc::syscall(libc::SYS_pidfd_open, pid, 0) })
 }
 
+/// Is `fd` readable within `timeout` (for a pidfd: has its process exited)? Retries EINTR.
+fn readable(fd: &OwnedFd, timeout: nix::poll::PollTimeout) -> bool {
+    use nix::poll::{poll, PollFd, PollFlags};
+    loop {
+        match poll(&mut [PollFd::new(fd.as_fd(), PollFlags::POLLIN)], timeout) {
+            Err(Errno::EINTR) => continue,
+            Ok(n) => return n > 0,
+            Err(_) => return false,
+        }
+    }
+}
+
 /// Has the process behind `pidfd` exited? (Never blocks.)
 pub fn has_exited(pidfd: &OwnedFd) -> bool {
-    let mut pfd = libc::pollfd { fd: pidfd.as_raw_fd(), events: libc::POLLIN, revents: 0 };
-    // SAFETY: `pfd` is a valid pollfd array of length 1; a zero timeout never blocks.
-    unsafe { libc::poll(&mut pfd, 1, 0) > 0 }
+    readable(pidfd, nix::poll::PollTimeout::ZERO)
 }
 
 /// Block until `fd` is readable (for a pidfd: until its process exits).
 pub fn wait_readable(fd: &OwnedFd) {
-    let mut pfd = libc::pollfd { fd: fd.as_raw_fd(), events: libc::POLLIN, revents: 0 };
-    loop {
-        // SAFETY: `pfd` is a valid pollfd array of length 1 for the whole call.
-        let rc = unsafe { libc::poll(&mut pfd, 1, -1) };
-        if rc >= 0 || Errno::last() != Errno::EINTR {
-            return;
-        }
-    }
+    readable(fd, nix::poll::PollTimeout::NONE);
 }
 
 /// Close every fd except `keep`.
