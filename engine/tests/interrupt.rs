@@ -45,6 +45,17 @@ fn names_in(dir: &Path) -> Vec<String> {
     v
 }
 
+/// Command lines (from /proc) that contain every one of `words`.
+fn processes_with(words: &[&str]) -> Vec<String> {
+    fs::read_dir("/proc")
+        .unwrap()
+        .flatten()
+        .filter_map(|e| fs::read(e.path().join("cmdline")).ok())
+        .map(|c| String::from_utf8_lossy(&c).replace('\0', " "))
+        .filter(|c| words.iter().all(|w| c.contains(w)))
+        .collect()
+}
+
 /// A source tree mksquashfs takes a while over: `mib` MiB of incompressible data.
 fn big_tree(dir: &Path, mib: u64) -> PathBuf {
     let src = dir.join("src");
@@ -92,6 +103,8 @@ fn ctrl_c_and_sigterm_during_build_leave_nothing() {
                 .filter(|n| n.ends_with(".sqfs"))
                 .any(|n| fs::metadata(out_dir.join(n)).map(|m| m.len() > 0).unwrap_or(false))
         });
+        let tool = ["mksquashfs", src.to_str().unwrap()];
+        assert!(!processes_with(&tool).is_empty(), "mksquashfs is not seen running");
         let pid = child.id() as i32;
         // SAFETY: kill(2) on the child (or its process group) we started.
         unsafe { libc::kill(if to_group { -pid } else { pid }, sig) };
@@ -99,9 +112,8 @@ fn ctrl_c_and_sigterm_during_build_leave_nothing() {
         assert_eq!(names_in(&out_dir), Vec::<String>::new(), "signal {sig} left these behind");
         assert_eq!(names_in(&tmpdir), Vec::<String>::new(), "signal {sig} left staging behind");
         // No mksquashfs of ours is left running either.
-        let ps =
-            Command::new("pgrep").args(["-f", &format!("mksquashfs {}", src.display())]).output().unwrap();
-        assert!(ps.stdout.is_empty(), "mksquashfs still runs after signal {sig}");
+        let left = processes_with(&tool);
+        assert!(left.is_empty(), "mksquashfs still runs after signal {sig}: {left:?}");
     }
 }
 
