@@ -42,7 +42,13 @@ impl ReadAt for File {
         FileExt::read_at(self, buf, offset)
     }
     fn size(&self) -> io::Result<u64> {
-        Ok(self.metadata()?.len())
+        let meta = self.metadata()?;
+        if std::os::unix::fs::FileTypeExt::is_block_device(&meta.file_type()) {
+            // A block device's st_size is 0: its size is where its end is.
+            let mut f = self;
+            return io::Seek::seek(&mut f, io::SeekFrom::End(0));
+        }
+        Ok(meta.len())
     }
 }
 
